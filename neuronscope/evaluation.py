@@ -1,0 +1,167 @@
+"""MCQA evaluation of FaithUn-format items: FS, RS and US (paper §6.2.1, App. B.1 Table 3).
+
+Each question is shown in the Table 3 template inside the model's chat template with its three
+options in a fixed seeded order. The prediction is the option with the highest answer
+likelihood ``log P(option | prompt)`` (default, SPEC §10), or the option exactly matched by the
+greedy generation (the paper's protocol). Accuracy is the fraction predicted correctly.
+
+* FS — forget-set accuracy (lower is better; unlearning stops at ≤ 0.33, chance for 3 options).
+* RS — accuracy on the retain and test sets (higher is better).
+* US — accuracy on the utility set.
+
+Evaluation runs through the bridge, so hooks attached by the caller (e.g. neuron ablations)
+take effect.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from neuronscope.errors import NeuronscopeError
+from neuronscope.models import HookedModel
+from neuronscope.prompts import encode_pairs, mcqa_prompt, sequence_logprob
+
+
+@dataclass
+class MCQAResult:
+    """Per-item MCQA outcome.
+
+    Attributes:
+        accuracy: Fraction of items answered correctly, in [0, 1].
+        correct: Per-item correctness, in input order.
+        predictions: Predicted option text per item ("" when a generation matched none).
+        ids: Item ids.
+        option_logprobs: Per-item list of log P(option | prompt) in nats (likelihood mode).
+    """
+
+    accuracy: float
+    correct: list[bool]
+    predictions: list[str]
+    ids: list[str]
+    option_logprobs: list[list[float]] = field(default_factory=list)
+
+    def correct_ids(self) -> set[str]:
+        return {i for i, c in zip(self.ids, self.correct) if c}
+
+    def wrong_ids(self) -> set[str]:
+        return {i for i, c in zip(self.ids, self.correct) if not c}
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^\w\s]", "", text).strip().lower()
+
+
+@torch.no_grad()
+def mcqa_evaluate(
+    model: HookedModel,
+    items: Sequence,
+    *,
+    mode: Literal["likelihood", "generate"] = "likelihood",
+    batch_size: int = 24,
+    option_seed: int = 0,
+    progress: bool = False,
+    desc: str = "MCQA",
+) -> MCQAResult:
+    """MCQA accuracy of ``model`` on FaithUn-format ``items`` (App. B.1, Table 3).
+
+    Args:
+        model: The hooked model.
+        items: Objects with ``id``, ``question``, ``answer`` and ``options(seed)``.
+        mode: ``"likelihood"`` (argmax of log P(option | prompt), default) or ``"generate"``
+            (greedy decoding, normalised exact match against the options).
+        batch_size: Sequences per forward pass (likelihood mode).
+        option_seed: Seed of the option order shown in the prompt.
+        progress: Show a progress bar.
+        desc: Progress-bar label.
+
+    Returns:
+        :class:`MCQAResult`.
+
+    Raises:
+        NeuronscopeError: ``items`` is empty or ``mode`` is unknown.
+    """
+    if len(items) == 0:
+        raise NeuronscopeError(f"{desc}: no items to evaluate (empty split)")
+    if mode not in ("likelihood", "generate"):
+        raise NeuronscopeError(f"mode: expected 'likelihood' or 'generate', got {mode!r}")
+    tok = model.tokenizer
+    was_training = model.bridge.training
+    model.bridge.eval()
+    try:
+        if mode == "generate":
+            return _generate_eval(model, items, option_seed, progress, desc)
+        prompts, answers, owner = [], [], []
+        options_per_item = []
+        for j, it in enumerate(items):
+            opts = it.options(option_seed)
+            options_per_item.append(opts)
+            p = mcqa_prompt(tok, it.question, opts)
+            for o in opts:
+                prompts.append(p)
+                answers.append(o)
+                owner.append(j)
+        scores = torch.empty(len(prompts))
+        for s in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+            batch = encode_pairs(tok, prompts[s : s + batch_size], answers[s : s + batch_size]).to(model.device)
+            logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            scores[s : s + len(batch)] = sequence_logprob(logits, batch).float().cpu()
+        correct, preds, lps = [], [], []
+        k = 0
+        for it, opts in zip(items, options_per_item):
+            sc = scores[k : k + len(opts)].tolist()
+            k += len(opts)
+            pred = opts[max(range(len(opts)), key=lambda i: sc[i])]
+            preds.append(pred)
+            correct.append(pred == it.answer)
+            lps.append(sc)
+        return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items], lps)
+    finally:
+        model.bridge.train(was_training)
+
+
+def _generate_eval(model: HookedModel, items, option_seed: int, progress: bool, desc: str) -> MCQAResult:
+    tok = model.tokenizer
+    correct, preds = [], []
+    for it in tqdm(items, desc=desc, disable=not progress, leave=False):
+        opts = it.options(option_seed)
+        enc = tok(mcqa_prompt(tok, it.question, opts), add_special_tokens=False, return_tensors="pt").to(model.device)
+        out = model.hf_model.generate(
+            **enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+        text = _normalise(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        match = [o for o in opts if _normalise(o) == text] or [o for o in opts if text.startswith(_normalise(o))]
+        pred = match[0] if match else ""
+        preds.append(pred)
+        correct.append(pred == it.answer)
+    return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items])
+
+
+def paraphrased(items: Sequence) -> list:
+    """Items with the question replaced by its first paraphrase (items without one are dropped)."""
+    return [replace(it, question=it.paraphrases[0], id=f"{it.id}~p") for it in items if it.paraphrases]
+
+
+def evaluate_splits(
+    model: HookedModel,
+    splits,
+    *,
+    names: Sequence[str] = ("forget", "retain", "test"),
+    mode: Literal["likelihood", "generate"] = "likelihood",
+    progress: bool = False,
+) -> dict[str, float]:
+    """Accuracy on each named split of a ``FaithUnSplits`` (FS = ``forget``; RS = ``retain``/``test``).
+
+    Returns:
+        ``{split name: accuracy in [0, 1]}``; empty splits are skipped.
+    """
+    out = {}
+    for name in names:
+        items = getattr(splits, name)
+        if items:
+            out[name] = mcqa_evaluate(model, items, mode=mode, progress=progress, desc=f"eval {name}").accuracy
+    return out
