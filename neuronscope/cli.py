@@ -1,0 +1,152 @@
+"""The ``neuronscope`` command line: a thin wrapper over the library (SPEC §12).
+
+Every command maps its options onto one library call. Bad input raises
+:class:`~neuronscope.errors.NeuronscopeError`; :func:`main` prints it as one line
+(``error: ...``) and exits with code 2, with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Erase or hide? Neuron attribution, influence variation, SSIUU unlearning and relearning attacks.",
+)
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _STATE["debug"] = debug
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code=2)
+
+
+# ---------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run directory for the report and JSON."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Model name or path."),
+    seed: int = typer.Option(0, help="Random seed."),
+    quick: bool = typer.Option(False, help="Smaller configuration (for tests)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+) -> None:
+    """The main job: GD vs SSIUU unlearning, D± curves and heatmaps, logit lens, an attack, one report."""
+    from neuronscope.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(model=model, seed=seed, quick=quick)
+    result = run_demo(cfg, out, overwrite=overwrite)
+    typer.echo(f"report: {result['report']}")
+    typer.echo(f"summary: {result['summary']}")
+
+
+# ---------------------------------------------------------------- attribution / influence / heatmap
+@app.command()
+def attribute(
+    model: str = typer.Option(..., help="Model name or path."),
+    data: str = typer.Option("forget", help="Split name of the embedded set (forget/retain/test) or a FaithUn-format file."),
+    out: Path = typer.Option(..., help="Output .safetensors file (metadata in OUT.json)."),
+    target: str = typer.Option("prob", help="prob (paper Eq. 1) or logprob."),
+    positions: str = typer.Option("all", help="all non-padding input positions, or prompt."),
+    batch_size: int = typer.Option(8),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
+    """Per-neuron attribution (Eq. 1), per-sample max/min over tokens, saved to disk."""
+    from neuronscope.attribution import AttributionConfig, attribute as run_attr
+    from neuronscope.models import load_model
+    from neuronscope.pipeline import load_items
+
+    items = load_items(data, seed=seed)
+    m = load_model(model)
+    res = run_attr(m, [i.question for i in items], [i.answer for i in items],
+                   AttributionConfig(target=target, positions=positions, batch_size=batch_size))
+    res.save(out)
+    typer.echo(f"wrote {out} ({res.n_samples} samples, {len(res.keys)} modules)")
+
+
+@app.command()
+def influence(
+    before: Path = typer.Option(..., help="Attribution file of the model before unlearning."),
+    after: Path = typer.Option(..., help="Attribution file of the unlearned model."),
+    out: Path = typer.Option(..., help="Output influence .safetensors file."),
+    label: str = typer.Option("", help="Label for plots."),
+) -> None:
+    """D̃+/D̃− per neuron (Eq. 4–5 with App. A clipping) from two saved attribution files."""
+    from neuronscope.attribution import NeuronAttribution
+    from neuronscope.influence import influence_variation
+
+    var = influence_variation(NeuronAttribution.load(before), NeuronAttribution.load(after), label=label)
+    var.save(out)
+    s = var.summary()
+    typer.echo(f"wrote {out}; top-100 ΣD̃+ = {s['sum_top_d_plus']:.4g}, ΣD̃− = {s['sum_top_d_minus']:.4g}")
+
+
+@app.command()
+def heatmap(
+    out: Path = typer.Option(..., help="Output HTML file (PNG beside it when kaleido works)."),
+    before: Optional[str] = typer.Option(None, help="Model before unlearning (name or path)."),
+    after: Optional[str] = typer.Option(None, help="Model after unlearning (name or path)."),
+    data: str = typer.Option("forget", help="Split name or FaithUn-format file (with --before/--after)."),
+    influence_file: Optional[Path] = typer.Option(None, "--influence", help="A saved influence file instead of models."),
+    top: int = typer.Option(100, help="Mean of the top-N D̃ per cell."),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
+    """Module×layer maps of D̃+ and D̃− (paper Fig. 5) from two models + data, or a saved file."""
+    from neuronscope.influence import InfluenceVariation
+    from neuronscope.pipeline import influence_between
+    from neuronscope.plots import save_figure
+
+    if influence_file is not None:
+        var = InfluenceVariation.load(influence_file)
+    else:
+        if not before or not after:
+            _fail("heatmap: give --before and --after models, or --influence FILE")
+        var = influence_between(before, after, data, seed=seed)
+    written = save_figure(var.plot_heatmap(top=top), out)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def main() -> None:
+    """Console-script entry point with one-line errors (exit code 2)."""
+    from neuronscope.errors import NeuronscopeError
+
+    try:
+        app(standalone_mode=False)
+    except NeuronscopeError as exc:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
