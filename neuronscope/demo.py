@@ -1,0 +1,355 @@
+"""``neuronscope demo``: the main job on the embedded default, end to end (SPEC §12).
+
+Stages (each cached in the run directory, so an interrupted demo resumes where it stopped):
+
+1. load SmolLM2-135M-Instruct and the embedded FaithUn-format facts; MCQA accuracy of the base
+   model on every question; forget split drawn only from facts the base model answers
+   correctly (retain/test from the rest), FS/RS of the base model;
+2. unlearn the forget split with GD and with SSIUU (GD + Eq. 3 regulariser), early stopping at
+   forget accuracy ≤ 0.33; FS/RS after;
+3. attributions (Eq. 1) of the base and both unlearned models on the forget set → D̃+/D̃−,
+   cumulative top-m curves (Fig. 3b/c) and module×layer heatmaps (Fig. 5);
+4. logit lens of the three models (Fig. 4);
+5. one harmful relearning attack per unlearned model (paper §6.2.2) and the attribution
+   correlation before/after the attack (Fig. 6);
+6. one results table (Table 1 layout), ``report.html`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from neuronscope.errors import NeuronscopeError, write_json_atomic
+
+
+@dataclass
+class DemoConfig:
+    """Configuration of the demo run (serialised to ``config.json`` in the run directory).
+
+    Attributes:
+        model: Model name or path (default: the embedded SmolLM2-135M-Instruct).
+        seed: Seed for splits, option order, training order and attacks.
+        quick: Tiny configuration (tiny random model allowed) for tests.
+        methods: Unlearning methods compared.
+        lr: Learning rate of each method (AdamW).
+        max_epochs: Early-stopping budget in epochs over the forget set.
+        threshold: Stop when forget accuracy ≤ threshold (0.33 = chance with 3 options).
+        lam: SSIUU λ (paper: 1e-3 on FaithUn).
+        known_only: Draw the forget split only from facts the base model answers correctly.
+        attack_p: Fraction of the forget set used by the harmful attack.
+        attack_lr: Learning rate of the harmful attack.
+        attack_epochs: Epochs of attack retraining (FS on the remainder after each).
+        batch_size: Training batch size (forget and retain each).
+        threads: torch CPU threads (0 = torch default).
+    """
+
+    model: str = "smollm2-135m-instruct"
+    seed: int = 0
+    quick: bool = False
+    methods: tuple[str, ...] = ("gd", "ssiuu")
+    lr: dict = field(default_factory=lambda: {"gd": 5e-5, "ssiuu": 5e-5})
+    max_epochs: int = 12
+    threshold: float = 0.33
+    lam: float = 1e-3
+    known_only: bool = True
+    attack_p: float = 0.3
+    attack_lr: float = 1e-5
+    attack_epochs: int = 3
+    batch_size: int = 8
+    threads: int = 0
+
+
+class _Stages:
+    """JSON results of finished stages, stored in ``<run>/stages/<name>.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str):
+        p = self.dir / f"{name}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def put(self, name: str, obj) -> None:
+        write_json_atomic(self.dir / f"{name}.json", obj)
+
+
+def _log(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold cyan]neuronscope demo[/] {msg}")
+
+
+def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run the demo into ``out`` and return ``{"report": path, "summary": path}``.
+
+    Raises:
+        NeuronscopeError: ``out`` holds a finished run and ``overwrite`` is False, or an
+            earlier run with a different configuration; bad configuration values.
+    """
+    from neuronscope.attribution import AttributionConfig, attribute
+    from neuronscope.data import load_faithun, split_faithun
+    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.influence import influence_variation
+    from neuronscope.models import clone_model, load_model
+    from neuronscope.unlearning import UnlearningConfig, unlearn
+
+    t0 = time.time()
+    out = Path(out)
+    cfg_dict = asdict(config)
+    cfg_dict["methods"] = list(config.methods)
+    if out.exists() and (out / "summary.json").exists():
+        if not overwrite:
+            raise NeuronscopeError(f"{out}: run directory already holds a finished run (use --overwrite)")
+        shutil.rmtree(out)
+    if out.exists() and (out / "config.json").exists():
+        old = json.loads((out / "config.json").read_text())
+        if old != json.loads(json.dumps(cfg_dict)):
+            if not overwrite:
+                raise NeuronscopeError(f"{out}: holds an unfinished run with another configuration (use --overwrite)")
+            shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NeuronscopeError(f"{out}: cannot create run directory ({exc.strerror})") from None
+    write_json_atomic(out / "config.json", cfg_dict)
+    stages = _Stages(out)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    timings: dict[str, float] = {}
+
+    def tick(name: str, since: float) -> float:
+        timings[name] = round(time.time() - since, 1)
+        return time.time()
+
+    # 1. model, data, base accuracy, splits ------------------------------------------------
+    t = time.time()
+    _log(f"loading {config.model}")
+    base = load_model(config.model, seed=config.seed)
+    items = load_faithun()
+    if config.quick:
+        items = items[:60]
+    by_id = {it.id: it for it in items}
+    t = tick("load", t)
+    known = stages.get("base_all")
+    if known is None:
+        _log(f"MCQA accuracy of the base model on all {len(items)} questions")
+        res = mcqa_evaluate(base, items, progress=progress, desc="base MCQA")
+        known = {"accuracy": res.accuracy, "correct_ids": sorted(res.correct_ids())}
+        stages.put("base_all", known)
+    pool = set(known["correct_ids"]) if config.known_only else None
+    splits = split_faithun(items, seed=config.seed, forget_pool=pool if pool and len(pool) >= 3 else None)
+    t = tick("base_eval", t)
+    evals: dict[str, dict[str, float]] = {}
+    ev = stages.get("eval_default")
+    if ev is None:
+        ev = _eval_model(base, splits, progress)
+        stages.put("eval_default", ev)
+    evals["default"] = ev
+    _log(f"base model: {_fmt(ev)}")
+
+    # 2. unlearning -------------------------------------------------------------------------
+    unlearned = {}
+    histories = {}
+    for method in config.methods:
+        model_dir = out / "models" / method
+        info = stages.get(f"unlearn_{method}")
+        if info is not None and (model_dir / "config.json").exists():
+            unlearned[method] = load_model(str(model_dir))
+            histories[method] = info
+        else:
+            _log(f"unlearning with {method.upper()} (lr {config.lr.get(method, 5e-5)}, ≤ {config.max_epochs} epochs)")
+            m = clone_model(base)
+            ucfg = UnlearningConfig(
+                method=method, lr=config.lr.get(method, 5e-5), max_epochs=config.max_epochs,
+                batch_size=config.batch_size, threshold=config.threshold, seed=config.seed, lam=config.lam,
+            )
+            r = unlearn(m, splits.forget, splits.retain, ucfg, run_dir=out / "train" / method, progress=progress)
+            m.save(model_dir)
+            info = {"reached": r.reached, "steps": r.steps, "epochs": r.epochs,
+                    "seconds_per_step": r.seconds_per_step, "history": r.history, "lr": ucfg.lr}
+            stages.put(f"unlearn_{method}", info)
+            unlearned[method] = m
+            histories[method] = info
+        ev = stages.get(f"eval_{method}")
+        if ev is None:
+            ev = _eval_model(unlearned[method], splits, progress)
+            stages.put(f"eval_{method}", ev)
+        evals[method] = ev
+        _log(f"{method.upper()}: {_fmt(ev)} after {histories[method]['steps']} steps")
+    t = tick("unlearning", t)
+
+    # 3. attribution and influence variation ---------------------------------------------------
+    qs, ans = [i.question for i in splits.forget], [i.answer for i in splits.forget]
+    acfg = AttributionConfig(batch_size=config.batch_size)
+    attr_dir = out / "attributions"
+    attrs = {}
+    from neuronscope.attribution import NeuronAttribution
+
+    for name, m in [("default", base), *unlearned.items()]:
+        path = attr_dir / f"{name}.safetensors"
+        if path.exists():
+            attrs[name] = NeuronAttribution.load(path)
+        else:
+            _log(f"attribution (Eq. 1) of {name} on the forget set")
+            attrs[name] = attribute(m, qs, ans, acfg, progress=progress)
+            attrs[name].meta["model"] = name
+            attrs[name].save(path)
+    variations = {}
+    for method in unlearned:
+        var = influence_variation(attrs["default"], attrs[method], label=method.upper())
+        var.save(out / "influence" / f"{method}.safetensors")
+        variations[method.upper()] = var
+    t = tick("attribution", t)
+
+    # 4. logit lens ----------------------------------------------------------------------------
+    lens_results = _maybe_logit_lens(base, unlearned, splits, config, stages, progress)
+    t = tick("logit_lens", t)
+
+    # 5. harmful attack + attribution correlation ------------------------------------------------
+    attack_results, correlations = _maybe_attack(unlearned, splits, config, stages, attrs, acfg, qs, ans, out, progress)
+    t = tick("attack", t)
+
+    # 6. report --------------------------------------------------------------------------------
+    summary = {
+        "model": config.model,
+        "n_questions": len(items),
+        "base_accuracy_all": known["accuracy"],
+        "splits": {k: len(getattr(splits, k)) for k in ("forget", "retain", "test", "held_out")},
+        "accuracy": evals,
+        "unlearning": {k: {kk: v[kk] for kk in ("reached", "steps", "epochs", "seconds_per_step", "lr")}
+                       for k, v in histories.items()},
+        "influence_top100": {k: v.summary(100) for k, v in variations.items()},
+        "logit_lens": lens_results,
+        "harmful_attack": attack_results,
+        "attribution_correlation": correlations,
+        "timings_s": timings,
+    }
+    report_path = _write_report(out, config, summary, variations, histories, lens_results, attack_results)
+    timings["report"] = round(time.time() - t, 1)
+    timings["total"] = round(time.time() - t0, 1)
+    summary_path = write_json_atomic(out / "summary.json", summary)
+    _log(f"done in {timings['total']:.0f} s")
+    del by_id
+    return {"report": report_path, "summary": summary_path, "summary_data": summary}
+
+
+def _eval_model(model, splits, progress: bool) -> dict[str, float]:
+    from neuronscope.evaluation import mcqa_evaluate, paraphrased
+
+    out = {}
+    for name in ("forget", "retain", "test"):
+        items = getattr(splits, name)
+        if items:
+            out[name] = mcqa_evaluate(model, items, progress=progress, desc=f"eval {name}").accuracy
+    para = paraphrased(splits.forget)
+    if para:
+        out["forget_paraphrase"] = mcqa_evaluate(model, para, progress=progress, desc="eval forget paraphrases").accuracy
+    return out
+
+
+def _fmt(ev: dict[str, float]) -> str:
+    return ", ".join(f"{k} {100 * v:.1f}%" for k, v in ev.items())
+
+
+def _maybe_logit_lens(base, unlearned, splits, config, stages, progress):
+    cached = stages.get("logit_lens")
+    if cached is not None:
+        return cached
+    try:
+        from neuronscope.lens import logit_lens
+    except ImportError:
+        return None
+    _log("logit lens (Fig. 4)")
+    res = {}
+    for name, m in [("Default", base), *((k.upper(), v) for k, v in unlearned.items())]:
+        r = logit_lens(m, splits.forget, seed=config.seed)
+        res[name] = r.to_dict()
+    stages.put("logit_lens", res)
+    return res
+
+
+def _maybe_attack(unlearned, splits, config, stages, attrs, acfg, qs, ans, out, progress):
+    cached = stages.get("attack")
+    if cached is not None:
+        return cached["attack"], cached["correlation"]
+    try:
+        from neuronscope.attacks import AttackConfig, harmful_attack
+    except ImportError:
+        return None, None
+    from neuronscope.attribution import attribute
+
+    attack, corr = {}, {}
+    for method, m in unlearned.items():
+        _log(f"harmful relearning attack on {method.upper()} (p = {config.attack_p}, lr {config.attack_lr})")
+        acfg_attack = AttackConfig(kind="harmful", p=config.attack_p, lrs=(config.attack_lr,), seeds=(config.seed,),
+                                   epochs=config.attack_epochs, batch_size=config.batch_size)
+        res = harmful_attack(m, splits.forget, acfg_attack, progress=progress, return_models=True)
+        attack[method] = res.to_dict()
+        attacked = res.models[0] if getattr(res, "models", None) else None
+        if attacked is not None:
+            try:
+                from neuronscope.correlation import attribution_correlation
+            except ImportError:
+                continue
+            after = attribute(attacked, qs, ans, acfg, progress=progress)
+            corr[method] = attribution_correlation(attrs[method], after).to_dict()
+    stages.put("attack", {"attack": attack, "correlation": corr})
+    return attack, corr
+
+
+def _write_report(out, config, summary, variations, histories, lens_results, attack_results) -> Path:
+    from neuronscope.plots import cumulative_figure
+    from neuronscope.report import HTMLReport
+
+    r = HTMLReport("neuronscope — erase or hide? (demo)")
+    r.text(
+        f"Model {config.model}; {summary['n_questions']} FaithUn-format questions; splits "
+        + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+        + (". The forget split holds only facts the base model answers correctly." if config.known_only else ".")
+    )
+    r.heading("Forget / retain accuracy (MCQA, option likelihood)")
+    names = list(summary["accuracy"])
+    cols = ["forget", "forget_paraphrase", "retain", "test"]
+    rows = [[n.upper() if n != "default" else "Default"] + [100 * summary["accuracy"][n].get(c, float("nan")) for c in cols]
+            for n in names]
+    r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)"], rows, fmt="{:.1f}")
+    r.heading("Unlearning runs")
+    r.table(["method", "lr", "reached FS ≤ 0.33", "steps", "epochs", "s / step"],
+            [[k.upper(), f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], v["seconds_per_step"]]
+             for k, v in summary["unlearning"].items()])
+    r.heading("Influence variation: erased or hidden? (Fig. 3)")
+    r.table(["method", "Σ top-100 D̃+", "Σ top-100 D̃−", "D̃− / D̃+"],
+            [[k, v["sum_top_d_plus"], v["sum_top_d_minus"], v["minus_over_plus"]]
+             for k, v in summary["influence_top100"].items()], fmt="{:.4g}")
+    r.text("D̃− > D̃+ means negative influence grew more than positive influence fell: knowledge "
+           "hidden behind spurious unlearning neurons rather than erased.", note=True)
+    r.figure(cumulative_figure(variations, m=1000))
+    r.heading("Influence variation per module and layer (Fig. 5)")
+    for var in variations.values():
+        r.figure(var.plot_heatmap(top=100))
+    if lens_results:
+        r.heading("Logit lens (Fig. 4)")
+        try:
+            from neuronscope.lens import LogitLensResult, lens_figure
+
+            r.figure(lens_figure({k: LogitLensResult.from_dict(v) for k, v in lens_results.items()}))
+        except ImportError:
+            r.table(["model", "per-layer accuracy"], [[k, str(v)] for k, v in lens_results.items()])
+    if attack_results:
+        r.heading("Harmful relearning attack (§6.2.2) and attribution correlation (Fig. 6)")
+        r.table(["method", "max FS on the remainder (%)"],
+                [[k.upper(), 100 * float(v.get("score", v.get("max_fs", float("nan"))))] for k, v in attack_results.items()],
+                fmt="{:.1f}")
+        if summary.get("attribution_correlation"):
+            r.table(["method", "Pearson r", "Spearman ρ"],
+                    [[k.upper(), v.get("pearson"), v.get("spearman")] for k, v in summary["attribution_correlation"].items()])
+    r.heading("Timings (s)")
+    r.table(["stage", "seconds"], [[k, v] for k, v in summary["timings_s"].items()], fmt="{:.1f}")
+    return r.write(out / "report.html")
