@@ -39,9 +39,7 @@ __all__ = [
     "RougeResult",
     "rouge_evaluate",
     "rouge_eval_fn",
-    "TofuConfig",
-    "TofuResult",
-    "run_tofu",
+    "mismatched_pairs",
 ]
 
 
