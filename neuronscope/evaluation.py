@@ -106,10 +106,12 @@ def mcqa_evaluate(
                 answers.append(o)
                 owner.append(j)
         scores = torch.empty(len(prompts))
-        for s in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
-            batch = encode_pairs(tok, prompts[s : s + batch_size], answers[s : s + batch_size]).to(model.device)
-            logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-            scores[s : s + len(batch)] = sequence_logprob(logits, batch).float().cpu()
+        # Batch sequences of similar length together (less padding); scores go back in order.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[s : s + batch_size]
+            batch = encode_pairs(tok, [prompts[i] for i in idx], [answers[i] for i in idx]).to(model.device)
+            scores[idx] = answer_logprobs(model, batch).float().cpu()
         correct, preds, lps = [], [], []
         k = 0
         for it, opts in zip(items, options_per_item):
@@ -122,6 +124,29 @@ def mcqa_evaluate(
         return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items], lps)
     finally:
         model.bridge.train(was_training)
+
+
+def answer_logprobs(model: HookedModel, batch) -> torch.Tensor:
+    """log P(y|x) per sample (nats), unembedding only the answer positions.
+
+    Runs the HF decoder (whose submodules are the bridge components, so hooks attached to
+    the bridge fire) and applies the output embedding to the ``target_mask`` positions only,
+    which skips most of the ``[batch, pos, vocab]`` unembedding. Equal to
+    ``sequence_logprob(model.bridge(...), batch)``.
+
+    Returns:
+        ``Float[Tensor, "batch"]``.
+    """
+    hf = model.hf_model
+    if getattr(hf.config, "final_logit_softcapping", None):
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        return sequence_logprob(logits, batch)
+    hidden = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    rows = torch.nonzero(batch.target_mask)[:, 0]
+    logits = hf.get_output_embeddings()(hidden[batch.target_mask])
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    tok = logp.gather(-1, batch.target_ids[batch.target_mask].unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(len(batch), dtype=tok.dtype, device=tok.device).index_add_(0, rows, tok)
 
 
 def _generate_eval(model: HookedModel, items, option_seed: int, progress: bool, desc: str) -> MCQAResult:
