@@ -90,3 +90,297 @@ def save_figure(fig, path: str | os.PathLike, *, png: bool = True) -> list[Path]
 def figure_div(fig) -> str:
     """An embeddable ``<div>`` for the HTML report (plotly.js loaded once by the page)."""
     return fig.to_html(include_plotlyjs=False, full_html=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures for several methods/models at once (paper Fig. 3c, 4, 5, 6, 7)
+# --------------------------------------------------------------------------------------------
+
+
+def logit_lens_figure(results: Mapping[str, "LogitLensResult"], title: str = ""):  # noqa: F821
+    """Logit-lens accuracy per layer of several models, with the chance line at 0.5 (paper Fig. 4).
+
+    Args:
+        results: ``label -> LogitLensResult``; x is the layer index (0 = embeddings,
+            l = output of block l−1), y the fraction of items with gold logit > distractor logit.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    n_max = 1
+    for i, (label, r) in enumerate(results.items()):
+        n_max = max(n_max, len(r.layers))
+        fig.add_scatter(
+            x=list(r.layers), y=[float(a) for a in r.accuracy], mode="lines+markers", name=f"{label} (n={r.n_items})",
+            line=dict(color=_COLORS[i % len(_COLORS)]),
+            hovertemplate="layer %{x}<br>accuracy %{y:.3f}<extra>" + str(label) + "</extra>",
+        )
+    fig.add_scatter(
+        x=[0, n_max - 1], y=[0.5, 0.5], mode="lines", name="chance (0.5)",
+        line=dict(color="#1f77b4", dash="dot", width=1.5), hoverinfo="skip",
+    )
+    fig.update_layout(
+        title=title or "Logit lens: gold vs. distractor first token at the last prompt position",
+        xaxis_title="layer (0 = embeddings, l = output of block l−1)",
+        yaxis_title="accuracy (gold logit > distractor logit)",
+        yaxis=dict(range=[0, 1.02]),
+        template="plotly_white",
+    )
+    return fig
+
+
+def top_m_bar_figure(variations: Mapping[str, "InfluenceVariation"], m: int = 100, title: str = ""):  # noqa: F821
+    """Σ of the top-m D̃+ and D̃− per method as grouped bars (paper Fig. 3c).
+
+    Args:
+        variations: ``label -> InfluenceVariation``.
+        m: Number of top neurons summed (paper: 100).
+    """
+    import plotly.graph_objects as go
+
+    labels = list(variations)
+    plus = [variations[k].top_m_sum("+", m) for k in labels]
+    minus = [variations[k].top_m_sum("-", m) for k in labels]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=plus, name=f"Σ top-{m} D̃+ (positive, erased)", marker_color="#1f77b4")
+    fig.add_bar(x=labels, y=minus, name=f"Σ top-{m} D̃− (negative, spurious)", marker_color="#d62728")
+    fig.update_layout(
+        barmode="group", title=title or f"Influence variation of the top-{m} neurons",
+        xaxis_title="method", yaxis_title=f"Σ D̃ over the top-{m} neurons", template="plotly_white",
+    )
+    return fig
+
+
+def heatmap_grid_figure(
+    variations: Mapping[str, "InfluenceVariation"],  # noqa: F821
+    top: int = 100,
+    *,
+    shared_scale: bool = True,
+    title: str = "",
+):
+    """Module×layer maps for several methods: one row per method, columns D̃+ and D̃− (paper Fig. 5).
+
+    Each cell is the mean of the top-``top`` D̃ in that (module, layer).
+
+    Args:
+        variations: ``label -> InfluenceVariation``.
+        top: Neurons averaged per cell (paper: 100).
+        shared_scale: One colour scale per sign across methods (so methods compare directly).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(variations)
+    n = len(labels)
+    titles = [f"{lab} — {s}" for lab in labels for s in ("positive D̃+", "negative D̃−")]
+    fig = make_subplots(rows=n, cols=2, subplot_titles=titles, horizontal_spacing=0.12,
+                        vertical_spacing=min(0.12, 0.5 / max(n, 1)))
+    grids = {(lab, s): variations[lab].module_layer_map(s, top=top) for lab in labels for s in ("+", "-")}
+    zmax = {s: max((np.nanmax(g[0]) if np.isfinite(g[0]).any() else 0.0) for (lab, ss), g in grids.items() if ss == s)
+            for s in ("+", "-")}
+    for r, lab in enumerate(labels, start=1):
+        for col, sign in ((1, "+"), (2, "-")):
+            grid, types, layers = grids[(lab, sign)]
+            fig.add_trace(
+                go.Heatmap(
+                    z=grid, x=layers, y=types, colorscale="Blues" if sign == "+" else "Reds",
+                    zmin=0 if shared_scale else None, zmax=(zmax[sign] or None) if shared_scale else None,
+                    showscale=(r == 1) or not shared_scale,
+                    colorbar=dict(x=0.44 if col == 1 else 1.0, len=0.9 / n if not shared_scale else 0.9,
+                                  y=1 - (r - 0.5) / n if not shared_scale else 0.5),
+                    hovertemplate=f"{lab}<br>layer %{{x}}<br>module %{{y}}<br>mean top-{top} D̃ = %{{z:.3g}}<extra></extra>",
+                ),
+                row=r, col=col,
+            )
+            fig.update_xaxes(title_text="layer" if r == n else None, row=r, col=col)
+            fig.update_yaxes(autorange="reversed", row=r, col=col)
+    fig.update_layout(
+        title=title or f"Influence variation per module and layer (mean of the top-{top} per cell)",
+        template="plotly_white", height=max(380, 300 * n),
+    )
+    return fig
+
+
+def _downsample(n: int, max_points: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``range(n)`` (all when ``n <= max_points``)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def attribution_distribution_figure(
+    values: Mapping[str, "np.ndarray | Mapping[str, np.ndarray]"],
+    *,
+    kind: str = "violin",
+    max_points: int = 20000,
+    seed: int = 0,
+    title: str = "",
+):
+    """Distribution of per-neuron attributions per model (paper Fig. 6a).
+
+    Args:
+        values: ``model label -> 1-D array`` of per-neuron values, or ``model label ->
+            {series: 1-D array}`` (e.g. ``{"max": ..., "min": ...}``: the mean-over-samples
+            max and min attributions, drawn side by side).
+        kind: ``"violin"`` or ``"histogram"``.
+        max_points: Values drawn per series (a seeded random subset; plotting only — never use
+            the plotted subset for statistics).
+        seed: Subsampling seed.
+
+    Raises:
+        ValueError: Unknown ``kind``.
+    """
+    import plotly.graph_objects as go
+
+    if kind not in ("violin", "histogram"):
+        raise ValueError(f"kind: expected 'violin' or 'histogram', got {kind!r}")
+    fig = go.Figure()
+    series_colors: dict[str, str] = {}
+    subsampled = False
+    k = 0
+    for i, (label, v) in enumerate(values.items()):
+        parts = v if isinstance(v, Mapping) else {"": v}
+        for name, arr in parts.items():
+            arr = np.asarray(arr, dtype=float).ravel()
+            subsampled |= arr.size > max_points
+            arr = arr[_downsample(arr.size, max_points, seed)]
+            if kind == "violin":
+                # Series (max/min) share a colour across models; plain arrays get one per model.
+                color = series_colors.setdefault(name, _COLORS[len(series_colors) % len(_COLORS)]) if name \
+                    else _COLORS[i % len(_COLORS)]
+                fig.add_trace(go.Violin(
+                    x=[label] * arr.size, y=arr, name=name or label, legendgroup=name or label,
+                    showlegend=(i == 0) if name else True, line_color=color, points=False,
+                    box_visible=True, meanline_visible=True, spanmode="hard", scalemode="width",
+                ))
+            else:
+                fig.add_trace(go.Histogram(x=arr, name=f"{label} {name}".strip(), opacity=0.55,
+                                           marker_color=_COLORS[k % len(_COLORS)], nbinsx=100))
+            k += 1
+    if kind == "violin":
+        fig.update_layout(violinmode="group", xaxis_title="model", yaxis_title="per-neuron attribution (mean over samples)")
+    else:
+        fig.update_layout(barmode="overlay", xaxis_title="per-neuron attribution (mean over samples)",
+                          yaxis_title="neurons (random subsample)" if subsampled else "neurons")
+    fig.update_layout(title=title or "Attribution distributions", template="plotly_white")
+    return fig
+
+
+def correlation_scatter_figure(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    x_label: str = "before",
+    y_label: str = "after",
+    pearson: float | None = None,
+    spearman: float | None = None,
+    max_points: int = 20000,
+    seed: int = 0,
+    title: str = "",
+):
+    """Scatter of per-neuron attributions of two models, with the identity line (paper Fig. 6b).
+
+    The statistics shown are passed in (computed on all neurons); only the plotted points are a
+    seeded random subset of at most ``max_points``.
+    """
+    import plotly.graph_objects as go
+
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    idx = _downsample(x.size, max_points, seed)
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=x[idx], y=y[idx], mode="markers", marker=dict(size=3, opacity=0.4, color="#1f77b4"),
+                               name=f"neurons ({idx.size} of {x.size} shown)"))
+    if x.size:
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#888", dash="dash"), name="y = x")
+    stats = []
+    if pearson is not None:
+        stats.append(f"Pearson r = {pearson:.3f}")
+    if spearman is not None:
+        stats.append(f"Spearman ρ = {spearman:.3f}")
+    head = title or "Per-neuron attribution correlation"
+    fig.update_layout(
+        title=head + (f" ({', '.join(stats)})" if stats else ""),
+        xaxis_title=x_label, yaxis_title=y_label, template="plotly_white",
+    )
+    return fig
+
+
+def _records_by_key(results, key: str) -> dict[float, dict[str, float]]:
+    """``{x: {metric: value}}`` from either that mapping or a list of records holding ``key``."""
+    if isinstance(results, Mapping):
+        return {float(k): {m: float(v) for m, v in d.items() if m != key and _is_number(v)} for k, d in results.items()}
+    out: dict[float, dict[str, float]] = {}
+    for rec in results:
+        if key not in rec:
+            raise ValueError(f"record without field {key!r}: {rec}")
+        out[float(rec[key])] = {m: float(v) for m, v in rec.items() if m != key and _is_number(v)}
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
+def lambda_sweep_figure(results, *, title: str = "", percent: bool = False):
+    """Accuracies against the SSIUU regularisation weight λ, log x axis (paper Fig. 7a).
+
+    Args:
+        results: ``{λ: {metric: value}}`` (e.g. ``{"retain": .8, "test": .7, "harmful p=0.1": .2}``)
+            or a list of records ``{"lambda": λ, metric: value, ...}``; non-numeric fields are
+            ignored. One line per metric.
+        percent: Multiply values by 100 for display.
+    """
+    import plotly.graph_objects as go
+
+    by_lam = _records_by_key(results, "lambda")
+    lams = sorted(by_lam)
+    metrics: list[str] = []
+    for d in by_lam.values():
+        metrics += [m for m in d if m not in metrics]
+    scale = 100.0 if percent else 1.0
+    fig = go.Figure()
+    for i, m in enumerate(metrics):
+        xs = [lam for lam in lams if m in by_lam[lam]]
+        fig.add_scatter(x=xs, y=[scale * by_lam[lam][m] for lam in xs], mode="lines+markers", name=m,
+                        line=dict(color=_COLORS[i % len(_COLORS)], dash="dot" if "attack" in m or "harmful" in m else "solid"))
+    fig.update_layout(
+        title=title or "Regularisation weight λ (SSIUU)", xaxis=dict(type="log", title="λ"),
+        yaxis_title="accuracy (%)" if percent else "accuracy", template="plotly_white",
+    )
+    return fig
+
+
+def attack_lr_figure(results, *, title: str = "", percent: bool = False):
+    """Max forget accuracy during relearning against the attack learning rate (paper Fig. 7b/c).
+
+    Args:
+        results: ``{series: {lr: max FS}}`` for one panel, or ``{panel: {series: {lr: max FS}}}``
+            for one panel per unlearned model (e.g. panels ``"GA"``, ``"GD"``; series
+            ``"harmful p=0.1"``, ``"benign"``). Log x axis.
+        percent: Multiply values by 100 for display.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    def is_series_map(d) -> bool:
+        return isinstance(d, Mapping) and all(_is_number(v) for v in d.values())
+
+    panels = {"": results} if all(is_series_map(v) for v in results.values()) else dict(results)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels], shared_yaxes=True)
+    scale = 100.0 if percent else 1.0
+    names: dict[str, str] = {}
+    for c, (panel, series) in enumerate(panels.items(), start=1):
+        for name, by_lr in series.items():
+            color = names.setdefault(name, _COLORS[len(names) % len(_COLORS)])
+            lrs = sorted(float(k) for k in by_lr)
+            vals = {float(k): float(v) for k, v in by_lr.items()}
+            fig.add_scatter(x=lrs, y=[scale * vals[lr] for lr in lrs], mode="lines+markers", name=str(name),
+                            legendgroup=str(name), showlegend=(c == 1), line=dict(color=color), row=1, col=c)
+        fig.update_xaxes(type="log", title_text="attack learning rate", row=1, col=c)
+    fig.update_yaxes(title_text="max forget accuracy during relearning" + (" (%)" if percent else ""), row=1, col=1)
+    fig.update_layout(title=title or "Relearning attacks: learning rate", template="plotly_white")
+    return fig
