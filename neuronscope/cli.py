@@ -120,6 +120,81 @@ def heatmap(
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+# ---------------------------------------------------------------- logit lens / correlation
+@app.command("logit-lens")
+def logit_lens_cmd(
+    model: List[str] = typer.Option(..., "--model", help="Model name or path; repeat for several (LABEL=PATH to name one)."),
+    data: str = typer.Option("forget", help="Split name of the embedded set (forget/retain/test/held_out/all) or a FaithUn-format file."),
+    out: Path = typer.Option(..., help="Output directory for logit_lens.html and logit_lens.json."),
+    seed: int = typer.Option(0, help="Split seed and distractor seed."),
+    batch_size: int = typer.Option(8, help="Prompts per forward pass."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N items."),
+) -> None:
+    """Logit lens (paper Fig. 4): per-layer accuracy of gold vs. a random distractor, several models in one report."""
+    from neuronscope.lens import logit_lens_report
+    from neuronscope.models import load_model
+    from neuronscope.pipeline import load_items
+
+    items = load_items(data, seed=seed)
+    if limit is not None:
+        items = items[:limit]
+    specs = {}
+    for spec in model:
+        label, path = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
+        specs[label] = path
+    models = {label: load_model(path) for label, path in specs.items()}
+    paths = logit_lens_report(models, items, out, seed=seed, batch_size=batch_size, progress=True)
+    import json
+
+    for label, r in json.loads(paths["json"].read_text())["models"].items():
+        acc = r["accuracy"]
+        typer.echo(f"{label}: {r['n_items']} items; accuracy embed {acc[0]:.2f} … final {acc[-1]:.2f} "
+                   f"(min {min(acc):.2f} at layer {acc.index(min(acc))})")
+    typer.echo(f"wrote {paths['html']}, {paths['json']}")
+
+
+@app.command()
+def correlate(
+    out: Path = typer.Option(..., help="Output directory for correlation.html and correlation.json."),
+    before_attr: Optional[Path] = typer.Option(None, "--before-attr", help="Saved attribution file of model a (e.g. before the attack)."),
+    after_attr: Optional[Path] = typer.Option(None, "--after-attr", help="Saved attribution file of model b (e.g. after the attack)."),
+    model_a: Optional[str] = typer.Option(None, "--model-a", help="Model a (name or path), attributed on --data."),
+    model_b: Optional[str] = typer.Option(None, "--model-b", help="Model b (name or path), attributed on --data."),
+    data: str = typer.Option("forget", help="Split name or FaithUn-format file (with --model-a/--model-b)."),
+    label_a: str = typer.Option("before", help="Name of model a in the report."),
+    label_b: str = typer.Option("after", help="Name of model b in the report."),
+    seed: int = typer.Option(0, help="Split seed."),
+    batch_size: int = typer.Option(8),
+) -> None:
+    """Attribution correlation (paper Fig. 6): Pearson/Spearman of per-neuron attributions of two models."""
+    from neuronscope.attribution import AttributionConfig, NeuronAttribution, attribute as run_attr
+    from neuronscope.correlation import attribution_correlation, correlation_report
+    from neuronscope.errors import NeuronscopeError
+
+    if before_attr is not None or after_attr is not None:
+        if before_attr is None or after_attr is None:
+            raise NeuronscopeError("correlate: give both --before-attr and --after-attr")
+        if model_a or model_b:
+            raise NeuronscopeError("correlate: give attribution files or models, not both")
+        a, b = NeuronAttribution.load(before_attr), NeuronAttribution.load(after_attr)
+    elif model_a and model_b:
+        from neuronscope.models import load_model
+        from neuronscope.pipeline import load_items
+
+        items = load_items(data, seed=seed)
+        qs, ans = [i.question for i in items], [i.answer for i in items]
+        cfg = AttributionConfig(batch_size=batch_size)
+        a = run_attr(load_model(model_a), qs, ans, cfg)
+        b = run_attr(load_model(model_b), qs, ans, cfg)
+    else:
+        raise NeuronscopeError("correlate: give --before-attr and --after-attr, or --model-a and --model-b with --data")
+    res = attribution_correlation(a, b, label_a=label_a, label_b=label_b)
+    paths = correlation_report(res, out)
+    typer.echo(f"{label_a} vs {label_b}: Pearson r = {res.pearson:.4f}, Spearman ρ = {res.spearman:.4f} "
+               f"({res.n_neurons} neurons, {res.n_samples} samples)")
+    typer.echo(f"wrote {paths['html']}, {paths['json']}")
+
+
 def main() -> None:
     """Console-script entry point with one-line errors (exit code 2)."""
     from neuronscope.errors import NeuronscopeError

@@ -134,3 +134,35 @@ def test_on_real_attributions(tiny_llama):
     res = attribution_correlation(a1, a2)
     assert res.pearson == pytest.approx(1.0) and res.spearman == pytest.approx(1.0)
     assert res.n_neurons == tiny_llama.arch.n_neurons("q") + tiny_llama.arch.n_neurons("up")
+
+
+def test_cli_correlate(tmp_path):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from neuronscope.cli import app
+
+    g = torch.Generator().manual_seed(2)
+    mx = {("q", 0): torch.rand(3, 50, generator=g), ("down", 0): torch.rand(3, 40, generator=g)}
+    mn = {k: -torch.rand(3, v.shape[1], generator=g) for k, v in mx.items()}
+    mx2 = {k: v * torch.rand(v.shape, generator=g) for k, v in mx.items()}
+    a, b = _attr(mx, mn), _attr(mx2, mn)
+    pa, pb = a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
+    r = CliRunner().invoke(app, ["correlate", "--before-attr", str(pa), "--after-attr", str(pb),
+                                 "--out", str(tmp_path / "c"), "--label-a", "GD", "--label-b", "GD+attack"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "c" / "correlation.json").read_text())
+    x = np.concatenate([torch.cat([mx[k].mean(0) for k in mx]).numpy(), torch.cat([mn[k].mean(0) for k in mn]).numpy()])
+    y = np.concatenate([torch.cat([mx2[k].mean(0) for k in mx]).numpy(), torch.cat([mn[k].mean(0) for k in mn]).numpy()])
+    assert d["pearson"] == pytest.approx(stats.pearsonr(x, y).statistic, rel=1e-6)
+    assert d["spearman"] == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-6)
+    # one file only: one clear line, exit code 2, nothing written
+    p = subprocess.run([sys.executable, "-m", "neuronscope.cli", "correlate", "--before-attr", str(pa),
+                        "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert p.returncode == 2 and "--after-attr" in p.stderr
+    assert not (tmp_path / "bad").exists()
+    p = subprocess.run([sys.executable, "-m", "neuronscope.cli", "correlate", "--before-attr", str(tmp_path / "nope"),
+                        "--after-attr", str(pb), "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert p.returncode == 2 and "nope" in p.stderr and "Traceback" not in p.stderr

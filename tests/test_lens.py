@@ -170,3 +170,21 @@ def test_empty_items_raise(tiny_llama):
         logit_lens(tiny_llama, [])
     with pytest.raises(NeuronscopeError, match="different first token"):
         logit_lens(tiny_llama, [QAItem("x", "Which country?", "United States", ("United Kingdom",))])
+
+
+def test_cli_logit_lens(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuronscope.cli import app
+
+    data = tmp_path / "facts.jsonl"
+    data.write_text("\n".join(json.dumps(it.to_dict()) for it in ITEMS) + "\n")
+    out = tmp_path / "lens"
+    r = CliRunner().invoke(app, ["logit-lens", "--model", "tiny-llama", "--model", "qwen=tiny-qwen2",
+                                 "--data", str(data), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    payload = json.loads((out / "logit_lens.json").read_text())
+    assert list(payload["models"]) == ["tiny-llama", "qwen"]
+    ref = logit_lens(load_model("tiny-llama", seed=0), ITEMS)
+    np.testing.assert_allclose(payload["models"]["tiny-llama"]["accuracy"], ref.accuracy)
+    assert (out / "logit_lens.html").exists()
