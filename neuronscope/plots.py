@@ -309,15 +309,22 @@ def correlation_scatter_figure(
     return fig
 
 
-def _records_by_key(results, key: str) -> dict[float, dict[str, float]]:
-    """``{x: {metric: value}}`` from either that mapping or a list of records holding ``key``."""
+_NOT_METRICS = frozenset({"lam", "lambda", "lr", "steps", "epochs", "seconds", "seed", "reached"})
+
+
+def _records_by_lambda(results) -> dict[float, dict[str, float]]:
+    """``{λ: {metric: value}}`` from that mapping or from records holding ``lam`` (or ``lambda``)."""
+    def metrics(d) -> dict[str, float]:
+        return {m: float(v) for m, v in d.items() if m not in _NOT_METRICS and _is_number(v)}
+
     if isinstance(results, Mapping):
-        return {float(k): {m: float(v) for m, v in d.items() if m != key and _is_number(v)} for k, d in results.items()}
+        return {float(k): metrics(d) for k, d in results.items()}
     out: dict[float, dict[str, float]] = {}
     for rec in results:
+        key = "lam" if "lam" in rec else "lambda"
         if key not in rec:
-            raise ValueError(f"record without field {key!r}: {rec}")
-        out[float(rec[key])] = {m: float(v) for m, v in rec.items() if m != key and _is_number(v)}
+            raise ValueError(f"λ-sweep record without field 'lam': {rec}")
+        out[float(rec[key])] = metrics(rec)
     return out
 
 
@@ -325,28 +332,32 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
-def lambda_sweep_figure(results, *, title: str = "", percent: bool = False):
+def lambda_sweep_figure(results, *, metrics=None, title: str = "", percent: bool = False):
     """Accuracies against the SSIUU regularisation weight λ, log x axis (paper Fig. 7a).
 
     Args:
-        results: ``{λ: {metric: value}}`` (e.g. ``{"retain": .8, "test": .7, "harmful p=0.1": .2}``)
-            or a list of records ``{"lambda": λ, metric: value, ...}``; non-numeric fields are
-            ignored. One line per metric.
+        results: The rows of :func:`neuronscope.unlearning.lambda_sweep` (``{"lam": λ, "FS": ..,
+            "RS_retain": .., "RS_test": .., <extra columns such as harmful-attack FS>}``), or
+            ``{λ: {metric: value}}``. Bookkeeping fields (``lr``, ``steps``, ``reached``, ...)
+            and non-numeric fields are not plotted.
+        metrics: Metrics to draw, in order (default: every numeric metric found).
         percent: Multiply values by 100 for display.
     """
     import plotly.graph_objects as go
 
-    by_lam = _records_by_key(results, "lambda")
+    by_lam = _records_by_lambda(results)
     lams = sorted(by_lam)
-    metrics: list[str] = []
-    for d in by_lam.values():
-        metrics += [m for m in d if m not in metrics]
+    if metrics is None:
+        metrics = []
+        for d in by_lam.values():
+            metrics += [m for m in d if m not in metrics]
     scale = 100.0 if percent else 1.0
     fig = go.Figure()
     for i, m in enumerate(metrics):
         xs = [lam for lam in lams if m in by_lam[lam]]
+        attack = any(w in m.lower() for w in ("attack", "harmful", "benign"))
         fig.add_scatter(x=xs, y=[scale * by_lam[lam][m] for lam in xs], mode="lines+markers", name=m,
-                        line=dict(color=_COLORS[i % len(_COLORS)], dash="dot" if "attack" in m or "harmful" in m else "solid"))
+                        line=dict(color=_COLORS[i % len(_COLORS)], dash="dot" if attack else "solid"))
     fig.update_layout(
         title=title or "Regularisation weight λ (SSIUU)", xaxis=dict(type="log", title="λ"),
         yaxis_title="accuracy (%)" if percent else "accuracy", template="plotly_white",
@@ -354,30 +365,42 @@ def lambda_sweep_figure(results, *, title: str = "", percent: bool = False):
     return fig
 
 
+def _per_lr(series) -> dict[float, float]:
+    """``{lr: max FS}`` from a mapping, an ``AttackResult`` or its ``to_dict()`` (key ``per_lr``)."""
+    if hasattr(series, "per_lr"):
+        series = series.per_lr()
+    elif isinstance(series, Mapping) and "per_lr" in series:
+        series = series["per_lr"]
+    return {float(k): float(v) for k, v in series.items()}
+
+
 def attack_lr_figure(results, *, title: str = "", percent: bool = False):
     """Max forget accuracy during relearning against the attack learning rate (paper Fig. 7b/c).
 
     Args:
-        results: ``{series: {lr: max FS}}`` for one panel, or ``{panel: {series: {lr: max FS}}}``
-            for one panel per unlearned model (e.g. panels ``"GA"``, ``"GD"``; series
-            ``"harmful p=0.1"``, ``"benign"``). Log x axis.
+        results: ``{series: per-lr}`` for one panel, or ``{panel: {series: per-lr}}`` for one
+            panel per unlearned model (e.g. panels ``"GA"``, ``"GD"``; series ``"harmful p=0.1"``,
+            ``"benign"``). A per-lr entry is ``{lr: max FS}``, an
+            :class:`~neuronscope.attacks.AttackResult` (its ``per_lr()``: mean over seeds of the
+            max FS during retraining) or that result's ``to_dict()``. Log x axis.
         percent: Multiply values by 100 for display.
     """
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # noqa: F401
     from plotly.subplots import make_subplots
 
-    def is_series_map(d) -> bool:
-        return isinstance(d, Mapping) and all(_is_number(v) for v in d.values())
+    def is_series(d) -> bool:
+        return hasattr(d, "per_lr") or (isinstance(d, Mapping) and (
+            "per_lr" in d or (len(d) > 0 and all(_is_number(v) for v in d.values()))))
 
-    panels = {"": results} if all(is_series_map(v) for v in results.values()) else dict(results)
+    panels = {"": results} if all(is_series(v) for v in results.values()) else dict(results)
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels], shared_yaxes=True)
     scale = 100.0 if percent else 1.0
     names: dict[str, str] = {}
     for c, (panel, series) in enumerate(panels.items(), start=1):
-        for name, by_lr in series.items():
+        for name, entry in series.items():
             color = names.setdefault(name, _COLORS[len(names) % len(_COLORS)])
-            lrs = sorted(float(k) for k in by_lr)
-            vals = {float(k): float(v) for k, v in by_lr.items()}
+            vals = _per_lr(entry)
+            lrs = sorted(vals)
             fig.add_scatter(x=lrs, y=[scale * vals[lr] for lr in lrs], mode="lines+markers", name=str(name),
                             legendgroup=str(name), showlegend=(c == 1), line=dict(color=color), row=1, col=c)
         fig.update_xaxes(type="log", title_text="attack learning rate", row=1, col=c)
