@@ -144,9 +144,54 @@ class HookedModel:
             NeuronscopeError: The directory cannot be written.
         """
         with atomic_path(path, is_dir=True) as tmp:
-            self.hf_model.save_pretrained(tmp, safe_serialization=True)
+            self.hf_model.save_pretrained(tmp, state_dict=hf_state_dict(self), safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
         return Path(path)
+
+
+def hf_state_dict(model: HookedModel) -> dict[str, torch.Tensor]:
+    """The HF model's weights under their plain HF names (shared storage, no copy).
+
+    Booting a TransformerBridge wraps the HF submodules in place, so ``hf_model.state_dict()``
+    names carry ``_original_component`` segments and bridge aliases (``attn.q``...); only the
+    names of the plain HF architecture (read off a meta-device skeleton) are kept.
+    """
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        wanted = set(AutoModelForCausalLM.from_config(model.hf_model.config).state_dict())
+    out: dict[str, torch.Tensor] = {}
+    for k, v in model.hf_model.state_dict().items():
+        clean = k.replace("._original_component", "").replace("_original_component.", "")
+        if clean in wanted:
+            out.setdefault(clean, v)
+    if getattr(model.hf_model.config, "tie_word_embeddings", False):
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def plain_hf_model(model: HookedModel) -> nn.Module:
+    """A new, un-bridged HF ``PreTrainedModel`` holding a copy of ``model``'s weights.
+
+    Used to clone a model and by tools that need HF's own modules (KV-cache generation).
+
+    Raises:
+        ModelError: Some HF weight has no counterpart in the bridged model.
+    """
+    from transformers import AutoModelForCausalLM
+
+    hf = model.hf_model
+    fresh = AutoModelForCausalLM.from_config(hf.config, dtype=next(hf.parameters()).dtype)
+    wanted = fresh.state_dict()
+    found = {k: v for k, v in hf_state_dict(model).items() if k in wanted}
+    tied = getattr(hf.config, "tie_word_embeddings", False)
+    missing = [k for k in wanted if k not in found and not (k == "lm_head.weight" and tied)]
+    if missing:
+        raise ModelError(f"{model.name}: cannot rebuild a plain HF model (no weight for {missing[0]})")
+    fresh.load_state_dict(found, strict=False)
+    if tied:
+        fresh.tie_weights()
+    return fresh.to(model.device).eval()
 
 
 def resolve_architecture(bridge: nn.Module) -> Architecture:
@@ -346,9 +391,7 @@ def _boot_bridge(hub_name: str, hf: nn.Module, tokenizer, device) -> nn.Module:
 
 def clone_model(model: HookedModel) -> HookedModel:
     """A deep copy with its own weights (e.g. the frozen reference θ of DPO/NPO/RMU)."""
-    import copy
-
-    hf = copy.deepcopy(model.hf_model)
+    hf = plain_hf_model(model)
     bridge = _boot_bridge(_hub_name_of(model), hf, model.tokenizer, model.device)
     return HookedModel(bridge=bridge, tokenizer=model.tokenizer, arch=resolve_architecture(bridge), name=model.name)
 

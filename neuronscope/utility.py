@@ -92,34 +92,14 @@ def _import_lm_eval():
 
 
 def plain_hf_copy(model: HookedModel):
-    """A plain HF ``PreTrainedModel`` with the same weights, for tools that need HF's own modules.
+    """A plain HF ``PreTrainedModel`` with the same weights (see :func:`neuronscope.models.plain_hf_model`).
 
     The TransformerBridge replaces the HF attention modules in place (KV-cache generation no
-    longer works there); lm-eval's GSM8K generates with the cache, so it gets a rebuilt
-    model. Bridge-wrapped parameter names (``..._original_component...``) are mapped back to
-    the HF names.
-
-    Raises:
-        NeuronscopeError: Some HF weight has no counterpart in the bridged model.
+    longer works there); lm-eval's GSM8K generates with the cache, so it gets a rebuilt model.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
+    from neuronscope.models import plain_hf_model
 
-    hf = model.hf_model
-    fresh = AutoModelForCausalLM.from_config(hf.config, dtype=next(hf.parameters()).dtype)
-    wanted = fresh.state_dict()
-    found: dict[str, torch.Tensor] = {}
-    for k, v in hf.state_dict().items():
-        clean = k.replace("._original_component", "").replace("_original_component.", "")
-        if clean in wanted and clean not in found:
-            found[clean] = v
-    missing = [k for k in wanted if k not in found and not (k == "lm_head.weight" and hf.config.tie_word_embeddings)]
-    if missing:
-        raise NeuronscopeError(f"{model.name}: cannot rebuild a plain HF model (no weight for {missing[0]})")
-    fresh.load_state_dict(found, strict=False)
-    if hf.config.tie_word_embeddings:
-        fresh.tie_weights()
-    return fresh.to(model.device).eval()
+    return plain_hf_model(model)
 
 
 def lm_eval_utility(
