@@ -46,6 +46,9 @@ class DemoConfig:
         attack_lr: Learning rate of the harmful attack.
         attack_epochs: Epochs of attack retraining (FS on the remainder after each).
         batch_size: Training batch size (forget and retain each).
+        test_limit: RS on the test split uses its first N items (seeded split order) to keep
+            the CPU demo short; None = all. The base model is scored on every question.
+        utility_limit: US on the first N items of the shipped utility set; None = all.
         threads: torch CPU threads (0 = torch default).
     """
 
@@ -62,6 +65,8 @@ class DemoConfig:
     attack_lr: float = 1e-5
     attack_epochs: int = 3
     batch_size: int = 8
+    test_limit: int | None = 150
+    utility_limit: int | None = 60
     threads: int = 0
 
 
@@ -149,7 +154,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
     evals: dict[str, dict[str, float]] = {}
     ev = stages.get("eval_default")
     if ev is None:
-        ev = _eval_model(base, splits, progress)
+        ev = _eval_model(base, splits, config, progress)
         stages.put("eval_default", ev)
     evals["default"] = ev
     _log(f"base model: {_fmt(ev)}")
@@ -179,7 +184,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
             histories[method] = info
         ev = stages.get(f"eval_{method}")
         if ev is None:
-            ev = _eval_model(unlearned[method], splits, progress)
+            ev = _eval_model(unlearned[method], splits, config, progress)
             stages.put(f"eval_{method}", ev)
         evals[method] = ev
         _log(f"{method.upper()}: {_fmt(ev)} after {histories[method]['steps']} steps")
@@ -231,7 +236,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
         "attribution_correlation": correlations,
         "timings_s": timings,
     }
-    report_path = _write_report(out, config, summary, variations, histories, lens_results, attack_results)
+    table = _results_table(config, evals, attack_results)
+    table_paths = table.save(out, stem="results_table")
+    summary["results_table"] = {k: str(v) for k, v in table_paths.items()}
+    report_path = _write_report(out, config, summary, variations, histories, lens_results, attack_results, table)
     timings["report"] = round(time.time() - t, 1)
     timings["total"] = round(time.time() - t0, 1)
     summary_path = write_json_atomic(out / "summary.json", summary)
@@ -240,17 +248,22 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
     return {"report": report_path, "summary": summary_path, "summary_data": summary}
 
 
-def _eval_model(model, splits, progress: bool) -> dict[str, float]:
+def _eval_model(model, splits, config: DemoConfig, progress: bool) -> dict[str, float]:
+    """FS (forget, forget paraphrases), RS (retain, test[:test_limit]) and US (utility[:utility_limit])."""
+    from neuronscope.data import load_utility
     from neuronscope.evaluation import mcqa_evaluate, paraphrased
 
     out = {}
-    for name in ("forget", "retain", "test"):
-        items = getattr(splits, name)
+    sets = {
+        "forget": splits.forget,
+        "forget_paraphrase": paraphrased(splits.forget),
+        "retain": splits.retain,
+        "test": splits.test[: config.test_limit] if config.test_limit else splits.test,
+        "utility": load_utility()[: config.utility_limit] if config.utility_limit else load_utility(),
+    }
+    for name, items in sets.items():
         if items:
             out[name] = mcqa_evaluate(model, items, progress=progress, desc=f"eval {name}").accuracy
-    para = paraphrased(splits.forget)
-    if para:
-        out["forget_paraphrase"] = mcqa_evaluate(model, para, progress=progress, desc="eval forget paraphrases").accuracy
     return out
 
 
@@ -259,52 +272,74 @@ def _fmt(ev: dict[str, float]) -> str:
 
 
 def _maybe_logit_lens(base, unlearned, splits, config, stages, progress):
+    from neuronscope.lens import logit_lens
+
     cached = stages.get("logit_lens")
     if cached is not None:
         return cached
-    try:
-        from neuronscope.lens import logit_lens
-    except ImportError:
-        return None
     _log("logit lens (Fig. 4)")
     res = {}
     for name, m in [("Default", base), *((k.upper(), v) for k, v in unlearned.items())]:
-        r = logit_lens(m, splits.forget, seed=config.seed)
-        res[name] = r.to_dict()
+        res[name] = logit_lens(m, splits.forget, seed=config.seed, label=name, progress=progress).to_dict()
     stages.put("logit_lens", res)
     return res
 
 
 def _maybe_attack(unlearned, splits, config, stages, attrs, acfg, qs, ans, out, progress):
+    """One harmful attack per method (p, one lr, one seed) and the Fig. 6 correlation."""
+    from neuronscope.attacks import harmful_attack
+    from neuronscope.attribution import attribute
+    from neuronscope.correlation import attribution_correlation
+    from neuronscope.models import clone_model
+
     cached = stages.get("attack")
     if cached is not None:
         return cached["attack"], cached["correlation"]
-    try:
-        from neuronscope.attacks import AttackConfig, harmful_attack
-    except ImportError:
-        return None, None
-    from neuronscope.attribution import attribute
-
     attack, corr = {}, {}
     for method, m in unlearned.items():
         _log(f"harmful relearning attack on {method.upper()} (p = {config.attack_p}, lr {config.attack_lr})")
-        acfg_attack = AttackConfig(kind="harmful", p=config.attack_p, lrs=(config.attack_lr,), seeds=(config.seed,),
-                                   epochs=config.attack_epochs, batch_size=config.batch_size)
-        res = harmful_attack(m, splits.forget, acfg_attack, progress=progress, return_models=True)
+        attacked = []
+
+        def clone_fn(model):
+            c = clone_model(model)
+            attacked.append(c)
+            return c
+
+        res = harmful_attack(
+            m, splits.forget, p=config.attack_p, lrs=(config.attack_lr,), seeds=(config.seed,),
+            epochs=config.attack_epochs, batch_size=config.batch_size, clone_fn=clone_fn,
+            run_dir=out / "attacks" / method, progress=progress,
+        )
         attack[method] = res.to_dict()
-        attacked = res.models[0] if getattr(res, "models", None) else None
-        if attacked is not None:
-            try:
-                from neuronscope.correlation import attribution_correlation
-            except ImportError:
-                continue
-            after = attribute(attacked, qs, ans, acfg, progress=progress)
-            corr[method] = attribution_correlation(attrs[method], after).to_dict()
+        if attacked:
+            after = attribute(attacked[-1], qs, ans, acfg, progress=progress)
+            c = attribution_correlation(attrs[method], after, label_a=f"{method.upper()} unlearned",
+                                        label_b=f"{method.upper()} after attack")
+            corr[method] = c.to_dict()
     stages.put("attack", {"attack": attack, "correlation": corr})
     return attack, corr
 
 
-def _write_report(out, config, summary, variations, histories, lens_results, attack_results) -> Path:
+def _results_table(config: DemoConfig, evals: dict, attack_results: dict | None):
+    """Table 1 layout: FS = forget accuracy, RS = test accuracy, US = utility accuracy."""
+    from neuronscope.tables import TableRow, table_from_rows
+
+    label = "SmolLM2-135M" if config.model == "smollm2-135m-instruct" else config.model
+    rows = []
+    for name, ev in evals.items():
+        harmful = None
+        if attack_results and name in attack_results and "score" in attack_results[name]:
+            harmful = attack_results[name]["score"]
+        kw = {"harmful_p03" if abs(config.attack_p - 0.3) < 1e-9 else "harmful_p01": harmful} if harmful is not None else {}
+        rows.append(TableRow(model=label, method="Default" if name == "default" else name.upper(),
+                             fs=ev.get("forget"), rs=ev.get("test"), us=ev.get("utility"), **kw))
+    note = (f"1 seed on CPU; harmful attack p = {config.attack_p}, lr {config.attack_lr:g}, {config.attack_epochs} epochs; "
+            f"RS on {config.test_limit or 'all'} test items, US on {config.utility_limit or 'all'} shipped utility items; "
+            "benign attack not run in the demo")
+    return table_from_rows(rows, title="neuronscope demo results (Table 1 layout)", note=note)
+
+
+def _write_report(out, config, summary, variations, histories, lens_results, attack_results, table) -> Path:
     from neuronscope.plots import cumulative_figure
     from neuronscope.report import HTMLReport
 
@@ -314,12 +349,15 @@ def _write_report(out, config, summary, variations, histories, lens_results, att
         + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         + (". The forget split holds only facts the base model answers correctly." if config.known_only else ".")
     )
+    r.heading("Results (paper Table 1 layout)")
+    r.html(table.to_html())
     r.heading("Forget / retain accuracy (MCQA, option likelihood)")
     names = list(summary["accuracy"])
-    cols = ["forget", "forget_paraphrase", "retain", "test"]
+    cols = ["forget", "forget_paraphrase", "retain", "test", "utility"]
     rows = [[n.upper() if n != "default" else "Default"] + [100 * summary["accuracy"][n].get(c, float("nan")) for c in cols]
             for n in names]
-    r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)"], rows, fmt="{:.1f}")
+    r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)", "US utility (%)"], rows,
+            fmt="{:.1f}")
     r.heading("Unlearning runs")
     r.table(["method", "lr", "reached FS ≤ 0.33", "steps", "epochs", "s / step"],
             [[k.upper(), f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], v["seconds_per_step"]]
@@ -336,12 +374,9 @@ def _write_report(out, config, summary, variations, histories, lens_results, att
         r.figure(var.plot_heatmap(top=100))
     if lens_results:
         r.heading("Logit lens (Fig. 4)")
-        try:
-            from neuronscope.lens import LogitLensResult, lens_figure
+        from neuronscope.lens import LogitLensResult, lens_figure
 
-            r.figure(lens_figure({k: LogitLensResult.from_dict(v) for k, v in lens_results.items()}))
-        except ImportError:
-            r.table(["model", "per-layer accuracy"], [[k, str(v)] for k, v in lens_results.items()])
+        r.figure(lens_figure({k: LogitLensResult.from_dict(v) for k, v in lens_results.items()}))
     if attack_results:
         r.heading("Harmful relearning attack (§6.2.2) and attribution correlation (Fig. 6)")
         r.table(["method", "max FS on the remainder (%)"],
@@ -349,7 +384,8 @@ def _write_report(out, config, summary, variations, histories, lens_results, att
                 fmt="{:.1f}")
         if summary.get("attribution_correlation"):
             r.table(["method", "Pearson r", "Spearman ρ"],
-                    [[k.upper(), v.get("pearson"), v.get("spearman")] for k, v in summary["attribution_correlation"].items()])
+                    [[k.upper(), v["stats"]["both"]["pearson"], v["stats"]["both"]["spearman"]]
+                     for k, v in summary["attribution_correlation"].items()])
     r.heading("Timings (s)")
     r.table(["stage", "seconds"], [[k, v] for k, v in summary["timings_s"].items()], fmt="{:.1f}")
     return r.write(out / "report.html")
