@@ -1,0 +1,313 @@
+"""Configuration of one unlearning run (SPEC §9, paper §6.1 and App. B.2).
+
+:class:`UnlearningConfig` holds every knob of the shared training loop and of each method's
+loss. It validates itself on construction (a bad value raises :class:`ConfigError` with one
+line naming the field) and round-trips through JSON (``to_dict`` / ``from_dict`` /
+``save`` / ``load``); :func:`neuronscope.unlearning.unlearn` writes it into the run
+directory, and a checkpoint only resumes under the same configuration.
+
+Run-config files (``configs/*.json``, the paper's full runs) hold a ``defaults`` block of
+config fields, per-method overrides under ``methods`` and a learning-rate grid ``lrs`` per
+method; :func:`load_run_config` resolves one method from such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from neuronscope.errors import ConfigError, write_json_atomic
+
+#: Unlearning methods (paper §6.1 baselines + SSIUU); the loss classes live in ``METHODS``.
+METHOD_NAMES: tuple[str, ...] = ("ga", "gd", "dpo", "npo", "rmu", "klue", "ssiuu")
+
+#: The module types whose weights carry SSIUU's parameter attribution (paper §5).
+SSIUU_MODULES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+
+#: λ values of the paper's sweep (Fig. 7a, App. C.1).
+LAMBDAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1.0)
+
+
+@dataclass
+class UnlearningConfig:
+    """Every option of one unlearning run.
+
+    Training loop (shared by all methods):
+        method: One of ``ga, gd, dpo, npo, rmu, klue, ssiuu`` (``nll`` is the plain fine-tuning
+            loss used by :func:`~neuronscope.unlearning.finetune`).
+        lr: Learning rate (> 0).
+        max_epochs: Passes over the forget set at most. One step = one forget batch (+ one
+            retain batch).
+        batch_size: Forget (and retain) examples per step.
+        threshold: Early-stopping threshold on the forget score: accuracy ≤ 0.33 (FaithUn MCQA
+            with three options) or ROUGE-L recall ≤ τ (TOFU, τ = 0.1971 in the paper).
+        seed: Seeds parameters-independent randomness: batch partition and order, the RMU
+            direction u, KLUE's superficial questions, and ``torch.manual_seed``.
+        checkpoint_every: Write a resumable checkpoint every N optimiser steps (0 = off).
+        max_steps: Stop after this many optimiser steps (None = no limit).
+        stop_metric: ``"accuracy"`` (MCQA, :func:`neuronscope.evaluation.mcqa_evaluate`) or
+            ``"rouge"`` (ROUGE-L recall of greedy answers, :func:`neuronscope.tofu.rouge_evaluate`).
+        eval_every: Evaluate the forget score every N steps; 0 = after every epoch.
+        eval_mode: MCQA scoring, ``"likelihood"`` (default) or ``"generate"`` (paper).
+        option_seed: Option order of the MCQA prompts.
+        optimizer: ``"adamw"`` (default; FaithUn/TOFU-style Adam without weight decay) or ``"sgd"``.
+        weight_decay: AdamW weight decay (0 keeps untouched rows untouched, see KLUE).
+        retain_weight: Weight of the retain term (GD, DPO, NPO, KLUE, SSIUU).
+
+    Method parameters:
+        lam: SSIUU λ of paper Eq. 3 (≥ 0): 1e-3 FaithUn, 1e-4 TOFU.
+        ssiuu_grad: ``"exact"`` (double backward through A_θ^t = θ ⊙ ∂P/∂θ) or
+            ``"first_order"`` (∂P/∂θ treated as a constant).
+        ssiuu_granularity: ``"row"`` (neuron = output row; I− = rows with negative summed
+            attribution) or ``"element"`` (every weight its own neuron).
+        ssiuu_target: ``"prob"`` (P(y|x), paper) or ``"logprob"`` (log P(y|x)).
+        ssiuu_modules: Module types whose weights enter the regulariser.
+        ssiuu_cache_dtype: dtype of the cached A_θ^{t−1} (None = the weights' dtype;
+            ``"bfloat16"`` halves the memory of large models).
+        beta: NPO/DPO inverse temperature β (paper searches [0.1, 0.5]).
+        rmu_layer: RMU layer l (None = ``round(7/28 · n_layers)``: the paper's l = 7 of a
+            28-layer Llama-3.2-3B scaled to the model depth; 8 for 30-layer SmolLM2).
+        rmu_c: RMU steering coefficient c (20).
+        rmu_alpha: RMU retain weight α (searched in {20, 50, 100, 150, 200, 300}).
+        klue_fraction: Fraction of FFN neurons KLUE updates (0.10).
+        klue_alpha: KLUE superficial-knowledge regularisation weight α (10).
+        klue_n: KLUE number N of superficial (mismatched) questions per forget item (5).
+        klue_unforgotten: KLUE trains only on forget items still answered correctly.
+    """
+
+    method: str = "gd"
+    lr: float = 1e-5
+    max_epochs: int = 10
+    batch_size: int = 8
+    threshold: float = 0.33
+    seed: int = 0
+    checkpoint_every: int = 0
+    lam: float = 1e-3
+    ssiuu_grad: str = "exact"
+    ssiuu_granularity: str = "row"
+    ssiuu_target: str = "prob"
+    ssiuu_modules: tuple[str, ...] = SSIUU_MODULES
+    ssiuu_cache_dtype: str | None = None
+    beta: float = 0.1
+    rmu_layer: int | None = None
+    rmu_c: float = 20.0
+    rmu_alpha: float = 100.0
+    klue_fraction: float = 0.10
+    klue_alpha: float = 10.0
+    klue_n: int = 5
+    klue_unforgotten: bool = True
+    retain_weight: float = 1.0
+    max_steps: int | None = None
+    stop_metric: str = "accuracy"
+    eval_every: int = 0
+    eval_mode: str = "likelihood"
+    option_seed: int = 0
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.ssiuu_modules = tuple(self.ssiuu_modules)
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check every field.
+
+        Raises:
+            ConfigError: One line naming the first bad field, e.g. ``lr: must be > 0, got 0``.
+        """
+
+        def num(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name}: must be a finite number, got {v!r}")
+            return float(v)
+
+        def integer(name: str, lo: int, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{name}: must be an integer ≥ {lo}, got {v!r}")
+
+        def choice(name: str, options: tuple) -> None:
+            v = getattr(self, name)
+            if v not in options:
+                raise ConfigError(f"{name}: expected one of {', '.join(map(str, options))}, got {v!r}")
+
+        choice("method", METHOD_NAMES + ("nll",))
+        if num("lr") <= 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if num("lam") < 0:
+            raise ConfigError(f"lam: must be ≥ 0 (SSIUU λ), got {self.lam}")
+        integer("max_epochs", 1)
+        integer("batch_size", 1)
+        integer("seed", 0)
+        integer("checkpoint_every", 0)
+        integer("max_steps", 1, allow_none=True)
+        integer("eval_every", 0)
+        integer("option_seed", 0)
+        integer("klue_n", 0)
+        integer("rmu_layer", 0, allow_none=True)
+        num("threshold")
+        choice("ssiuu_grad", ("exact", "first_order"))
+        choice("ssiuu_granularity", ("row", "element"))
+        choice("ssiuu_target", ("prob", "logprob"))
+        choice("ssiuu_cache_dtype", (None, "float32", "float64", "bfloat16", "float16"))
+        for t in self.ssiuu_modules:
+            if t not in SSIUU_MODULES:
+                raise ConfigError(f"ssiuu_modules: unknown module type {t!r} (have {', '.join(SSIUU_MODULES)})")
+        if not self.ssiuu_modules:
+            raise ConfigError("ssiuu_modules: must name at least one module type")
+        if num("beta") <= 0:
+            raise ConfigError(f"beta: must be > 0, got {self.beta}")
+        num("rmu_c")
+        if num("rmu_alpha") < 0:
+            raise ConfigError(f"rmu_alpha: must be ≥ 0, got {self.rmu_alpha}")
+        if not 0 < num("klue_fraction") <= 1:
+            raise ConfigError(f"klue_fraction: must be in (0, 1], got {self.klue_fraction}")
+        if num("klue_alpha") < 0:
+            raise ConfigError(f"klue_alpha: must be ≥ 0, got {self.klue_alpha}")
+        if num("retain_weight") < 0:
+            raise ConfigError(f"retain_weight: must be ≥ 0, got {self.retain_weight}")
+        if num("weight_decay") < 0:
+            raise ConfigError(f"weight_decay: must be ≥ 0, got {self.weight_decay}")
+        choice("stop_metric", ("accuracy", "rouge"))
+        choice("eval_mode", ("likelihood", "generate"))
+        choice("optimizer", ("adamw", "sgd"))
+        if not isinstance(self.klue_unforgotten, bool):
+            raise ConfigError(f"klue_unforgotten: must be true or false, got {self.klue_unforgotten!r}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field."""
+        d = asdict(self)
+        d["ssiuu_modules"] = list(self.ssiuu_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "UnlearningConfig":
+        """Build from a dict; keys starting with ``_`` (comments) are ignored.
+
+        Raises:
+            ConfigError: An unknown key (named) or a bad value.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object of config fields, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        kw = {}
+        for k, v in d.items():
+            if k.startswith("_"):
+                continue
+            if k not in known:
+                raise ConfigError(f"{source}: unknown field {k!r}")
+            kw[k] = v
+        return cls(**kw)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config as JSON, atomically."""
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "UnlearningConfig":
+        """Read a config written by :meth:`save` (or any JSON object of config fields).
+
+        Raises:
+            ConfigError: Missing file, invalid JSON, unknown field or bad value.
+        """
+        return cls.from_dict(_read_json(path), source=str(path))
+
+    def replace(self, **changes: Any) -> "UnlearningConfig":
+        """A validated copy with ``changes`` applied."""
+        d = self.to_dict()
+        d.update(changes)
+        return UnlearningConfig.from_dict(d)
+
+
+def _read_json(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+
+
+@dataclass
+class RunConfig:
+    """One method resolved from a run-config file (``configs/*.json``).
+
+    Attributes:
+        config: The :class:`UnlearningConfig` (defaults merged with the method's overrides).
+        lrs: Ascending learning-rate grid for :func:`~neuronscope.unlearning.lr_search`
+            (empty = use ``config.lr``).
+        model: Model name or path of the run (None when the file does not name one).
+        data: Free-form data description (``{"dataset": "faithun", ...}``).
+        lams: λ grid for the SSIUU sweep (Fig. 7a), if the file gives one.
+    """
+
+    config: UnlearningConfig
+    lrs: list[float] = field(default_factory=list)
+    model: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    lams: list[float] = field(default_factory=list)
+
+
+def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunConfig:
+    """Resolve one method of a run-config file.
+
+    The file is either a plain JSON object of :class:`UnlearningConfig` fields, or::
+
+        {"model": "...", "data": {...},
+         "defaults": {<config fields>},
+         "methods": {"gd": {"lrs": [...], <config overrides>}, "ssiuu": {...}, ...}}
+
+    Args:
+        path: The JSON file.
+        method: The method to resolve (default: ``defaults.method`` or the only method).
+
+    Raises:
+        ConfigError: Missing/invalid file, unknown field, a method the file does not
+            configure, or a learning-rate grid that is not ascending positive numbers.
+    """
+    raw = _read_json(path)
+    src = str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: expected a JSON object")
+    if "methods" not in raw and "defaults" not in raw:
+        d = dict(raw)
+        lrs = d.pop("lrs", [])
+        if method is not None:
+            d["method"] = method
+        return RunConfig(UnlearningConfig.from_dict(d, source=src), _check_lrs(lrs, src))
+    defaults = dict(raw.get("defaults", {}))
+    methods = raw.get("methods", {})
+    if not isinstance(methods, dict):
+        raise ConfigError(f"{src}: field 'methods' must be an object of method name -> overrides")
+    name = method or defaults.get("method") or (next(iter(methods)) if len(methods) == 1 else None)
+    if name is None:
+        raise ConfigError(f"{src}: several methods configured; choose one ({', '.join(methods)})")
+    if methods and name not in methods:
+        raise ConfigError(f"{src}: method {name!r} is not configured (have {', '.join(methods)})")
+    over = dict(methods.get(name, {}))
+    lrs = over.pop("lrs", defaults.pop("lrs", []))
+    lams = over.pop("lams", defaults.pop("lams", []))
+    merged = {**defaults, **over, "method": name}
+    cfg = UnlearningConfig.from_dict(merged, source=f"{src}: methods.{name}")
+    return RunConfig(cfg, _check_lrs(lrs, src), raw.get("model"), dict(raw.get("data", {})), [float(x) for x in lams])
+
+
+def _check_lrs(lrs: Any, src: str) -> list[float]:
+    if not isinstance(lrs, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in lrs):
+        raise ConfigError(f"{src}: field 'lrs' must be a list of numbers, got {lrs!r}")
+    lrs = [float(x) for x in lrs]
+    if any(x <= 0 for x in lrs):
+        raise ConfigError(f"{src}: field 'lrs' must hold learning rates > 0, got {lrs}")
+    if lrs != sorted(lrs):
+        raise ConfigError(f"{src}: field 'lrs' must be ascending (lowest learning rate first), got {lrs}")
+    return lrs

@@ -1,0 +1,203 @@
+"""SSIUU: GD with the spurious-negative-influence regulariser of paper Eq. 3 (§5, SPEC §9).
+
+    L(θ^t) = L_GD(θ^t) + λ · Σ_{(x,y)∈C_f} Σ_{i∈I−} ‖A_{θ^{t−1}, i} − A_{θ^t, i}‖₂
+
+with the *parameter* attribution ``A_θ = θ ⊙ ∂P_θ(y|x)/∂θ`` over the weights of the q, k, v,
+o, gate, up and down projections (paper §5: "we derive attribution scores by multiplying each
+parameter with its gradient").
+
+Decisions (each is a :class:`~neuronscope.unlearning.UnlearningConfig` option):
+
+* **Neuron** ``i`` = one output row of a weight matrix ``W[n_out, n_in]`` (the neuron of SPEC §4);
+  ``A_i`` is that row of ``θ ⊙ g`` and ``‖·‖₂`` its Euclidean norm. ``I−`` = the rows whose
+  summed attribution ``Σ_j A_{θ^t}[i, j]`` is negative at the current parameters θ^t
+  (``ssiuu_granularity="row"``). With ``"element"`` every weight is its own neuron: I− = the
+  weights with ``A_{θ^t} < 0`` and the norm is ``|A_prev − A_cur|``. Biases are not included.
+* **Objective** ``P(y|x)`` = the probability of the whole answer (teacher-forced product over
+  answer tokens, as Eq. 1), or ``log P`` with ``ssiuu_target="logprob"``.
+* **Batching**: the regulariser of a step is computed on that step's forget batch ``B`` with
+  the batch attribution ``A = θ ⊙ ∂(Σ_{(x,y)∈B} P(y|x))/∂θ`` — the sum of the per-example
+  attributions (attribution is linear in the gradient), so one backward pass serves the whole
+  batch. With ``batch_size ≥ |C_f|`` this is Eq. 3 with the sum over C_f taken inside the norm.
+* **A_{θ^{t−1}}** = the attribution computed on the **same** forget batch at the parameters
+  the previous time that batch was used, i.e. before that optimiser step (the forget set is
+  split into a fixed partition of batches; only their order is shuffled per epoch). It is
+  cached per batch, detached (no gradient flows through it, paper §5), and never recomputed
+  at θ^t, where the difference would be zero. With a single forget batch it is exactly the
+  attribution at the previous optimiser step's parameters θ^{t−1}. At the first visit of a
+  batch there is no previous attribution: A_prev := A_θ^t (detached), so the penalty and its
+  gradient are 0 (we take the zero subgradient of ‖·‖ at 0) and the step is a GD step.
+* **Gradient through A_θ^t**: ``"exact"`` differentiates θ ⊙ g(θ) completely (double
+  backward: ``∂/∂θ = (r ⊙ g) + H_P (r ⊙ θ)`` with ``r = −(A_prev − A_cur)/‖·‖`` on I−);
+  ``"first_order"`` treats g as a constant (``∂/∂θ = r ⊙ g``), which needs no second-order graph.
+
+Cost per step (benchmarked in ``benchmarks/unlearning.py``): GD + one extra backward pass for
+g (first order); + a Hessian-vector product through the double-backward graph (exact).
+The cache holds one copy of the attributed weights per forget batch
+(``ssiuu_cache_dtype="bfloat16"`` halves it) on the weights' device.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from neuronscope.models import HookedModel
+from neuronscope.prompts import mean_nll, sequence_logprob
+from neuronscope.unlearning.losses import GD, encode_items, forward_logits
+
+
+def attributed_weights(model: HookedModel, module_types: Sequence[str]) -> list[nn.Parameter]:
+    """The weight matrices ``[n_out, n_in]`` of ``module_types`` in every layer, layer-major."""
+    return [
+        model.linear(t, layer).weight
+        for layer in range(model.arch.n_layers)
+        for t in model.arch.module_types
+        if t in module_types
+    ]
+
+
+def parameter_attribution(
+    objective: Tensor, weights: Sequence[Tensor], *, create_graph: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """``g = ∂objective/∂θ`` and ``A = θ ⊙ g`` for each weight (paper §5).
+
+    Args:
+        objective: Scalar (e.g. Σ_batch P(y|x)) whose graph reaches ``weights``.
+        weights: Parameters to attribute.
+        create_graph: Keep the graph of g (exact SSIUU gradient); otherwise g is a constant.
+
+    Returns:
+        ``(grads, attributions)``, each shaped like its weight. The forward graph is retained,
+        so the caller can still backpropagate other losses through it.
+    """
+    grads = torch.autograd.grad(objective, list(weights), retain_graph=True, create_graph=create_graph)
+    if not create_graph:
+        grads = tuple(g.detach() for g in grads)
+    return list(grads), [w * g for w, g in zip(weights, grads)]
+
+
+def _safe_sqrt(sq: Tensor) -> Tensor:
+    """√sq with gradient 0 (not NaN) where sq = 0."""
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+def neuron_penalty(
+    a_cur: Float[Tensor, "n_out n_in"],
+    a_prev: Float[Tensor, "n_out n_in"],
+    granularity: str = "row",
+) -> tuple[Tensor, int]:
+    """``Σ_{i∈I−} ‖A_prev,i − A_cur,i‖₂`` for one weight matrix (inner sums of Eq. 3).
+
+    Args:
+        a_cur: Attribution at the current parameters (differentiable).
+        a_prev: Attribution at the previous parameters (treated as a constant).
+        granularity: ``"row"`` — I− = rows with negative summed ``a_cur``; ``"element"`` —
+            I− = elements with negative ``a_cur`` and the norm is the absolute difference.
+
+    Returns:
+        ``(penalty, |I−|)``; the penalty has the units of the attribution (probability).
+    """
+    a_prev = a_prev.detach()
+    diff = a_prev - a_cur
+    if granularity == "element":
+        sel = a_cur.detach() < 0
+        return (_safe_sqrt(diff * diff) * sel).sum(), int(sel.sum())
+    a2 = a_cur.detach().reshape(a_cur.shape[0], -1)
+    sel = a2.sum(dim=1) < 0
+    sq = (diff * diff).reshape(a_cur.shape[0], -1).sum(dim=1)
+    return (_safe_sqrt(sq) * sel).sum(), int(sel.sum())
+
+
+def ssiuu_regulariser(
+    objective: Tensor,
+    weights: Sequence[Tensor],
+    prev: Sequence[Tensor] | None,
+    *,
+    granularity: str = "row",
+    exact: bool = True,
+) -> tuple[Tensor | None, list[Tensor], int]:
+    """The Eq. 3 regulariser on one batch.
+
+    Args:
+        objective: Σ_batch P(y|x) (or log P), with its graph to ``weights``.
+        weights: The attributed weights θ.
+        prev: A_{θ^{t−1}} per weight, or None at a batch's first visit.
+        granularity: See :func:`neuron_penalty`.
+        exact: Differentiate through g (double backward) or treat it as a constant.
+
+    Returns:
+        ``(penalty or None when prev is None, detached A_θ^t per weight, |I−| summed)``.
+        The penalty is None at the first visit: its value and gradient are both 0 there, so
+        no second-order graph is built.
+    """
+    grads, attrs = parameter_attribution(objective, weights, create_graph=exact and prev is not None)
+    detached = [a.detach() for a in attrs]
+    if prev is None:
+        n_sel = 0
+        for a in detached:
+            if granularity == "element":
+                n_sel += int((a < 0).sum())
+            else:
+                n_sel += int((a.reshape(a.shape[0], -1).sum(1) < 0).sum())
+        return None, detached, n_sel
+    total: Tensor | None = None
+    n_sel = 0
+    for a, p in zip(attrs, prev):
+        pen, n = neuron_penalty(a, p.to(device=a.device, dtype=a.dtype), granularity)
+        total = pen if total is None else total + pen
+        n_sel += n
+    return total, detached, n_sel
+
+
+class SSIUU(GD):
+    """GD + λ · Eq. 3 regulariser (see the module docstring for every decision)."""
+
+    name = "ssiuu"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.cache: dict[int, list[Tensor]] = {}
+        self._pending: tuple[int | None, list[Tensor]] | None = None
+
+    def loss(self, model, forget, retain, key):
+        cfg = self.config
+        terms: dict[str, float] = {}
+        bf = encode_items(model, forget)
+        logits = forward_logits(model, bf)
+        nll_f = mean_nll(logits, bf)
+        terms["nll_forget"] = float(nll_f.detach())
+        loss = -nll_f
+        if cfg.lam > 0:
+            logp = sequence_logprob(logits, bf)
+            objective = logp.exp().sum() if cfg.ssiuu_target == "prob" else logp.sum()
+            weights = attributed_weights(model, cfg.ssiuu_modules)
+            prev = self.cache.get(key) if key is not None else None
+            pen, cur, n_sel = ssiuu_regulariser(
+                objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
+            )
+            dtype = getattr(torch, cfg.ssiuu_cache_dtype) if cfg.ssiuu_cache_dtype else None
+            self._pending = (key, [c.to(dtype) if dtype is not None else c for c in cur])
+            terms["ssiuu_penalty"] = float(pen.detach()) if pen is not None else 0.0
+            terms["ssiuu_negative"] = n_sel
+            if pen is not None:
+                loss = loss + cfg.lam * pen
+        nll_r = self._retain_nll(model, retain, terms)
+        if nll_r is not None:
+            loss = loss + cfg.retain_weight * nll_r
+        return loss, terms
+
+    def after_step(self, key):
+        if self._pending is not None and self._pending[0] is not None:
+            self.cache[self._pending[0]] = self._pending[1]
+        self._pending = None
+
+    def state_dict(self):
+        return {"cache": self.cache}
+
+    def load_state_dict(self, state):
+        self.cache = state["cache"]
