@@ -130,7 +130,7 @@ class InfluenceVariation:
             "m": m,
             "sum_top_d_plus": plus,
             "sum_top_d_minus": minus,
-            "minus_over_plus": minus / plus if plus > 0 else float("inf"),
+            "minus_over_plus": minus / plus if plus > 0 else None,
             "n_neurons": int(self.flat("+").numel()),
         }
 
