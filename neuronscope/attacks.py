@@ -444,27 +444,44 @@ def _default_finetune() -> FinetuneFn:
 
 
 def _default_clone(model):
+    """A fresh copy of the unlearned model (:func:`neuronscope.models.clone_model`).
+
+    Falls back to rebuilding the bridge over a plain HF copy of the weights
+    (:func:`neuronscope.utility.plain_hf_copy`) where ``clone_model`` cannot re-boot a bridge
+    over an already bridged HF model.
+    """
+    from neuronscope.errors import ModelError
     from neuronscope.models import clone_model
 
-    return clone_model(model)
+    try:
+        return clone_model(model)
+    except ModelError:
+        return rebuild_model(model)
+
+
+def rebuild_model(model):
+    """A new :class:`~neuronscope.models.HookedModel` over a plain HF copy of ``model``'s weights."""
+    from neuronscope.models import HookedModel, _boot_bridge, _hub_name_of, resolve_architecture
+    from neuronscope.utility import plain_hf_copy
+
+    hf = plain_hf_copy(model)
+    bridge = _boot_bridge(_hub_name_of(model), hf, model.tokenizer, model.device)
+    return HookedModel(bridge=bridge, tokenizer=model.tokenizer, arch=resolve_architecture(bridge), name=model.name)
 
 
 def _steps_from_history(history: Any, n_evals: int) -> list[int] | None:
-    """Optimiser steps of the evaluations recorded by ``finetune`` (None when not recoverable)."""
-    entries = getattr(history, "evals", None)
-    if entries is None and isinstance(history, dict):
-        entries = history.get("evals")
-    if entries is None and isinstance(history, list):
-        entries = [h for h in history if isinstance(h, dict) and "eval" in h]
-    if not entries:
+    """Optimiser steps of the evaluations recorded by ``finetune`` (its ``"eval"`` entries).
+
+    Returns None when the history does not carry them (e.g. a test double), so the caller
+    falls back to :func:`_expected_steps`.
+    """
+    entries = history.get("eval") if isinstance(history, dict) else None
+    if not isinstance(entries, list) or len(entries) != n_evals or n_evals == 0:
         return None
-    steps = []
-    for e in entries:
-        step = e.get("step") if isinstance(e, dict) else getattr(e, "step", None)
-        if step is None:
-            return None
-        steps.append(int(step))
-    return steps if len(steps) == n_evals else None
+    try:
+        return [int(e["step"]) for e in entries]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _expected_steps(n_train: int, config: AttackConfig, n_evals: int) -> list[int]:

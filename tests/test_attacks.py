@@ -300,3 +300,38 @@ def test_result_roundtrip_and_plot(tmp_path) -> None:
     assert [t.name for t in fig.data] == ["lr = 1e-05", "lr = 1e-06"]
     assert list(fig.data[0].x) == [0, 1, 2]
     assert list(fig.data[0].y) == pytest.approx([5.0, 15.0, 30.0])
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+def test_harmful_attack_on_tiny_model_with_real_finetune(tiny_llama) -> None:
+    import torch
+
+    from neuronscope.data import load_faithun
+    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.attacks import _default_clone as clone_model
+    from neuronscope.unlearning import finetune
+
+    forget = load_faithun()[:10]
+    before = {k: v.clone() for k, v in tiny_llama.hf_model.state_dict().items()}
+    wrong = mcqa_evaluate(tiny_llama, forget).wrong_ids()
+    n_wrong = len(wrong)
+    assert 3 <= n_wrong < 10  # the random model answers some by chance
+    cfg = AttackConfig(kind="harmful", p=0.3, lrs=(1e-3,), seeds=(0,), epochs=2, batch_size=2)
+    res = run_attack(tiny_llama, forget, cfg, progress=False)
+
+    assert res.pool_ids == [it.id for it in forget if it.id in wrong]
+    (run,) = res.runs
+    assert len(run.train_ids) == 3 and set(run.train_ids) <= wrong
+    assert set(run.eval_ids) == {it.id for it in forget} - set(run.train_ids)
+    assert run.steps == [2, 4]  # ceil(3 / 2) steps per epoch, FS after each epoch
+    assert run.fs_before == pytest.approx(mcqa_evaluate(tiny_llama, [it for it in forget if it.id in run.eval_ids]).accuracy)
+    # The unlearned model itself is untouched.
+    for k, v in tiny_llama.hf_model.state_dict().items():
+        assert torch.equal(v, before[k])
+    # The recorded FS is the FS of the same fine-tuning reproduced by hand.
+    m = clone_model(tiny_llama)
+    train = [it for it in forget if it.id in run.train_ids]
+    finetune(m, train, lr=1e-3, epochs=2, batch_size=2, seed=0, progress=False)
+    rest = [it for it in forget if it.id in run.eval_ids]
+    assert run.fs[-1] == pytest.approx(mcqa_evaluate(m, rest).accuracy)
+    assert res.score == pytest.approx(max(run.fs))
