@@ -195,6 +195,119 @@ def correlate(
     typer.echo(f"wrote {paths['html']}, {paths['json']}")
 
 
+# ---------------------------------------------------------------- attacks / report
+@app.command()
+def attack(
+    model: str = typer.Option(..., help="Unlearned model directory (save_pretrained) or name."),
+    out: Path = typer.Option(..., help="Output directory (attack_config.json, attack.json, attack.html)."),
+    kind: str = typer.Option("harmful", help="harmful (retrain on a fraction p of the forget set) or benign (Alpaca)."),
+    p: float = typer.Option(0.1, help="Harmful attack: fraction of the forget set retrained on (paper 0.1, 0.3)."),
+    lr: Optional[List[float]] = typer.Option(None, "--lr", help="Learning rate; repeat for a grid (default: paper grid of the kind)."),
+    seeds: int = typer.Option(3, help="Number of attack seeds (0..N-1); the score is their mean."),
+    epochs: Optional[int] = typer.Option(None, help="Retraining epochs (default 10 harmful, 1 benign)."),
+    batch_size: int = typer.Option(8, help="Examples per optimiser step."),
+    eval_every: Optional[str] = typer.Option(None, help="'epoch' or N steps between FS evaluations."),
+    data: str = typer.Option("forget", help="Forget set: split name of the embedded set, a FaithUn-format file, or a run's splits.json."),
+    split_seed: int = typer.Option(0, help="Split seed (with a split name)."),
+    n_alpaca: int = typer.Option(1000, help="Benign attack: number of Alpaca-format items."),
+    alpaca: Optional[str] = typer.Option(None, help="Benign attack: Alpaca-format file or hub name (default: shipped set)."),
+) -> None:
+    """Harmful or benign relearning attack (paper §6.2.2): max FS during retraining, mean over seeds."""
+    from neuronscope.attacks import AttackConfig, run_attack
+    from neuronscope.errors import write_text_atomic
+    from neuronscope.models import load_model
+
+    forget = _forget_items(data, split_seed)
+    every = None if eval_every is None else ("epoch" if eval_every == "epoch" else _int_option("eval-every", eval_every))
+    cfg = AttackConfig(
+        kind=kind, p=p, lrs=tuple(lr) if lr else None, seeds=seeds, epochs=epochs, batch_size=batch_size,
+        eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca,
+    )
+    m = load_model(model)
+    res = run_attack(m, forget, cfg, run_dir=out, progress=True)
+    write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
+    for lr_, v in res.per_lr().items():
+        typer.echo(f"lr {lr_:g}: max FS during retraining {100 * v:.2f}% (mean over {len(cfg.seeds)} seeds)")
+    typer.echo(f"{cfg.label} attack score: {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
+    typer.echo(f"wrote {out / 'attack.json'}, {out / 'attack.html'}")
+
+
+def _int_option(name: str, value: str) -> int:
+    from neuronscope.errors import ConfigError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--{name}: expected 'epoch' or an integer, got {value!r}") from None
+
+
+def _forget_items(data: str, seed: int) -> list:
+    import json
+
+    from neuronscope.errors import NeuronscopeError
+
+    path = Path(data)
+    if path.name.endswith("splits.json") and path.exists():
+        from neuronscope.data import FaithUnSplits, load_faithun
+
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise NeuronscopeError(f"{path}: not valid JSON (line {exc.lineno})") from None
+        splits = FaithUnSplits.from_dict(raw.get("splits", raw), load_faithun())
+        if not splits.forget:
+            raise NeuronscopeError(f"{path}: field 'forget' is empty")
+        return splits.forget
+    from neuronscope.pipeline import load_items
+
+    return load_items(data, seed=seed)
+
+
+@app.command()
+def report(
+    runs: Path = typer.Option(..., help="Robustness run directory (methods/<method>/result.json)."),
+    out: Path = typer.Option(..., help="Output directory for table.csv / table.md / table.html / table.json."),
+    methods: Optional[str] = typer.Option(
+        None, help="Comma-separated methods (e.g. default,ga,gd,npo,ssiuu): run the robustness runner for missing results."
+    ),
+    config: Optional[Path] = typer.Option(None, help="RobustnessConfig JSON file (with --methods; default: the CPU profile)."),
+    profile: str = typer.Option("cpu", help="Built-in configuration with --methods: cpu (1 seed, reduced attacks) or paper."),
+    model: Optional[str] = typer.Option(None, help="Base model (with --methods; default: the embedded SmolLM2)."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = torch default)."),
+) -> None:
+    """Results table in the paper's Table 1 layout from saved results (or run them with --methods).
+
+    With --methods, missing method results are computed by the robustness runner (resumable; a
+    run directory that already holds a configuration keeps it, only the method list changes).
+    """
+    from neuronscope.errors import NeuronscopeError
+    from neuronscope.robustness import RobustnessConfig, run_robustness, table_from_run
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if methods:
+        changes = {"methods": methods, **({"model": model} if model else {})}
+        saved = runs / "robustness_config.json"
+        if config is not None:
+            cfg = RobustnessConfig.from_dict({**RobustnessConfig.load(config).to_dict(), **changes}, source=str(config))
+        elif saved.exists():
+            cfg = RobustnessConfig.from_dict({**RobustnessConfig.load(saved).to_dict(), **changes}, source=str(saved))
+        elif profile == "cpu":
+            cfg = RobustnessConfig.cpu_default(**changes)
+        elif profile == "paper":
+            cfg = RobustnessConfig(**changes)
+        else:
+            raise NeuronscopeError(f"--profile: expected 'cpu' or 'paper', got {profile!r}")
+        table = run_robustness(cfg, runs, progress=True)
+    else:
+        table = table_from_run(runs)
+    paths = table.save(out)
+    typer.echo(table.to_markdown())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def main() -> None:
     """Console-script entry point with one-line errors (exit code 2)."""
     from neuronscope.errors import NeuronscopeError
