@@ -86,10 +86,20 @@ def _safe_sqrt(sq: Tensor) -> Tensor:
     return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
+def negative_set(a_cur: Tensor, granularity: str = "row") -> Tensor:
+    """I− of one weight matrix: ``[n_out]`` rows with negative summed attribution (``"row"``)
+    or ``[n_out, n_in]`` elements with negative attribution (``"element"``)."""
+    a = a_cur.detach()
+    if granularity == "element":
+        return a < 0
+    return a.reshape(a.shape[0], -1).sum(dim=1) < 0
+
+
 def neuron_penalty(
     a_cur: Float[Tensor, "n_out n_in"],
     a_prev: Float[Tensor, "n_out n_in"],
     granularity: str = "row",
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, int]:
     """``Σ_{i∈I−} ‖A_prev,i − A_cur,i‖₂`` for one weight matrix (inner sums of Eq. 3).
 
@@ -98,17 +108,15 @@ def neuron_penalty(
         a_prev: Attribution at the previous parameters (treated as a constant).
         granularity: ``"row"`` — I− = rows with negative summed ``a_cur``; ``"element"`` —
             I− = elements with negative ``a_cur`` and the norm is the absolute difference.
+        selected: A fixed I− (from :func:`negative_set`) instead of the one of ``a_cur``.
 
     Returns:
         ``(penalty, |I−|)``; the penalty has the units of the attribution (probability).
     """
-    a_prev = a_prev.detach()
-    diff = a_prev - a_cur
+    sel = negative_set(a_cur, granularity) if selected is None else selected.to(a_cur.device)
+    diff = a_prev.detach() - a_cur
     if granularity == "element":
-        sel = a_cur.detach() < 0
         return (_safe_sqrt(diff * diff) * sel).sum(), int(sel.sum())
-    a2 = a_cur.detach().reshape(a_cur.shape[0], -1)
-    sel = a2.sum(dim=1) < 0
     sq = (diff * diff).reshape(a_cur.shape[0], -1).sum(dim=1)
     return (_safe_sqrt(sq) * sel).sum(), int(sel.sum())
 
@@ -120,6 +128,7 @@ def ssiuu_regulariser(
     *,
     granularity: str = "row",
     exact: bool = True,
+    selected: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor | None, list[Tensor], int]:
     """The Eq. 3 regulariser on one batch.
 
@@ -129,6 +138,7 @@ def ssiuu_regulariser(
         prev: A_{θ^{t−1}} per weight, or None at a batch's first visit.
         granularity: See :func:`neuron_penalty`.
         exact: Differentiate through g (double backward) or treat it as a constant.
+        selected: Fixed I− per weight (default: the negative set at the current parameters).
 
     Returns:
         ``(penalty or None when prev is None, detached A_θ^t per weight, |I−| summed)``.
@@ -138,17 +148,14 @@ def ssiuu_regulariser(
     grads, attrs = parameter_attribution(objective, weights, create_graph=exact and prev is not None)
     detached = [a.detach() for a in attrs]
     if prev is None:
-        n_sel = 0
-        for a in detached:
-            if granularity == "element":
-                n_sel += int((a < 0).sum())
-            else:
-                n_sel += int((a.reshape(a.shape[0], -1).sum(1) < 0).sum())
+        n_sel = sum(int(negative_set(a, granularity).sum()) for a in detached)
         return None, detached, n_sel
     total: Tensor | None = None
     n_sel = 0
-    for a, p in zip(attrs, prev):
-        pen, n = neuron_penalty(a, p.to(device=a.device, dtype=a.dtype), granularity)
+    for j, (a, p) in enumerate(zip(attrs, prev)):
+        pen, n = neuron_penalty(
+            a, p.to(device=a.device, dtype=a.dtype), granularity, None if selected is None else selected[j]
+        )
         total = pen if total is None else total + pen
         n_sel += n
     return total, detached, n_sel
