@@ -9,6 +9,7 @@ weight rows are that module's neurons.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -309,6 +310,20 @@ def _tiny_hf_model(kind: str, vocab_size: int, seed: int) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No transformers "Loading weights" progress bar (CLI output stays our own lines)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -343,7 +358,8 @@ def load_model(
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         tokenizer = default_tokenizer()
         try:
-            hf = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE, dtype=dtype)
+            with _quiet_loading():
+                hf = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE, dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - re-raised as one line
             raise ModelError(f"{_gguf_dir() / _GGUF_FILE}: cannot read GGUF weights ({exc})") from exc
         # The GGUF carries a quantization_config; the weights are already dequantised floats.
@@ -361,18 +377,79 @@ def load_model(
                 raise ModelError(f"{path}: not a saved model directory (config.json missing)")
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else key)
-            hf = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else key, dtype=dtype)
+            with _quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else key)
+                hf = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else key, dtype=dtype)
         except Exception as exc:  # noqa: BLE001
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{key}: cannot load model ({first})") from None
         tokenizer.padding_side = "right"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+    check_tokenizer_matches(key, hf, tokenizer)
     hf = hf.to(device).eval()
     bridge = _boot_bridge(hub_name, hf, tokenizer, device)
-    arch = resolve_architecture(bridge)
+    try:
+        arch = resolve_architecture(bridge)
+    except ModelError as exc:
+        raise ModelError(f"{key}: {exc}") from None
     return HookedModel(bridge=bridge, tokenizer=tokenizer, arch=arch, name=key)
+
+
+def check_tokenizer_matches(name: str, hf: nn.Module, tokenizer) -> None:
+    """Refuse a tokenizer that can emit ids the model's input embedding does not have.
+
+    A tokenizer *smaller* than the embedding is normal (vocabularies are padded); a larger one
+    would fail later with an opaque index error.
+
+    Raises:
+        ModelError: ``len(tokenizer)`` exceeds the number of embedding rows, naming both sizes.
+    """
+    emb = hf.get_input_embeddings()
+    n_rows = getattr(emb, "num_embeddings", None)
+    n_tok = len(tokenizer)
+    if n_rows is not None and n_tok > n_rows:
+        raise ModelError(
+            f"{name}: tokenizer does not match the model: tokenizer has {n_tok} tokens, "
+            f"model embedding has {n_rows} rows (vocab_size)"
+        )
+
+
+def context_length(hf: nn.Module) -> int | None:
+    """The model's context length in tokens (``max_position_embeddings`` / ``n_positions``), if known."""
+    cfg = hf.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def _add_context_guard(name: str, hf: nn.Module) -> None:
+    """Make every forward pass refuse inputs longer than the model's context.
+
+    Rotary models would otherwise run silently past ``max_position_embeddings`` (and models
+    with learned positions fail with an index error). The check is a forward pre-hook on the
+    HF input embedding, which every path (bridge forward, HF decoder, ``generate``) goes
+    through; it raises :class:`~neuronscope.data.DataError` naming both lengths.
+    """
+    limit = context_length(hf)
+    emb = hf.get_input_embeddings()
+    if limit is None or emb is None or getattr(emb, "_neuronscope_context_guard", False):
+        return
+
+    def guard(module, args):
+        ids = args[0] if args else None
+        if isinstance(ids, torch.Tensor) and ids.dim() >= 1 and ids.shape[-1] > limit:
+            from neuronscope.data import DataError
+
+            raise DataError(
+                f"input of {ids.shape[-1]} tokens is longer than the context of {name} ({limit} tokens); "
+                "shorten the question or answer"
+            )
+
+    emb.register_forward_pre_hook(guard)
+    emb._neuronscope_context_guard = True
 
 
 def _boot_bridge(hub_name: str, hf: nn.Module, tokenizer, device) -> nn.Module:
@@ -384,6 +461,7 @@ def _boot_bridge(hub_name: str, hf: nn.Module, tokenizer, device) -> nn.Module:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{hub_name}: TransformerBridge does not support this model ({first})") from None
     bridge.eval()
+    _add_context_guard(hub_name, hf)
     # The bridge may reconfigure the tokenizer; we always pad on the right ourselves.
     tokenizer.padding_side = "right"
     return bridge
