@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from neuronscope.errors import NeuronscopeError
 from neuronscope.models import HookedModel
-from neuronscope.prompts import encode_pairs, mcqa_prompt, sequence_logprob
+from neuronscope.prompts import mcqa_prompt, sequence_logprob
 
 
 @dataclass
@@ -95,28 +95,21 @@ def mcqa_evaluate(
     try:
         if mode == "generate":
             return _generate_eval(model, items, option_seed, progress, desc)
-        prompts, answers, owner = [], [], []
-        options_per_item = []
-        for j, it in enumerate(items):
-            opts = it.options(option_seed)
-            options_per_item.append(opts)
-            p = mcqa_prompt(tok, it.question, opts)
-            for o in opts:
-                prompts.append(p)
-                answers.append(o)
-                owner.append(j)
-        scores = torch.empty(len(prompts))
-        # Batch sequences of similar length together (less padding); scores go back in order.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
-        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-            idx = order[s : s + batch_size]
-            batch = encode_pairs(tok, [prompts[i] for i in idx], [answers[i] for i in idx]).to(model.device)
-            scores[idx] = answer_logprobs(model, batch).float().cpu()
+        options_per_item = [it.options(option_seed) for it in items]
+        prompt_ids = [tok(mcqa_prompt(tok, it.question, o), add_special_tokens=False)["input_ids"]
+                      for it, o in zip(items, options_per_item)]
+        option_ids = [[tok(x, add_special_tokens=False)["input_ids"] for x in o] for o in options_per_item]
+        all_scores: list[list[float]] = [[] for _ in items]
+        # Rows of similar length together (less padding); each row packs one question.
+        order = sorted(range(len(items)), key=lambda i: len(prompt_ids[i]) + sum(map(len, option_ids[i])))
+        rows_per_batch = max(1, batch_size // 3)
+        for s in tqdm(range(0, len(order), rows_per_batch), desc=desc, disable=not progress, leave=False):
+            idx = order[s : s + rows_per_batch]
+            scores = packed_option_logprobs(model, [prompt_ids[i] for i in idx], [option_ids[i] for i in idx])
+            for i, sc in zip(idx, scores):
+                all_scores[i] = sc
         correct, preds, lps = [], [], []
-        k = 0
-        for it, opts in zip(items, options_per_item):
-            sc = scores[k : k + len(opts)].tolist()
-            k += len(opts)
+        for it, opts, sc in zip(items, options_per_item, all_scores):
             pred = opts[max(range(len(opts)), key=lambda i: sc[i])]
             preds.append(pred)
             correct.append(pred == it.answer)
@@ -124,6 +117,82 @@ def mcqa_evaluate(
         return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items], lps)
     finally:
         model.bridge.train(was_training)
+
+
+def packed_option_logprobs(
+    model: HookedModel, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]]
+) -> list[list[float]]:
+    """log P(option | prompt) for every option of every prompt, the prompt computed once.
+
+    Each row packs ``prompt ⊕ o₁[:-1] ⊕ o₂[:-1] ⊕ …``; a 4-D attention mask lets each option's
+    tokens see the prompt and their own earlier tokens only, and position ids restart after
+    the prompt for every option, so each option is scored exactly as in its own sequence
+    ``prompt ⊕ option`` (tested against unpacked scoring) at roughly 1/n_options of the cost.
+
+    Args:
+        model: The hooked model (hooks attached to the bridge fire).
+        prompts: Token ids of each prompt.
+        options: For each prompt, the token ids of each option (non-empty).
+
+    Returns:
+        ``scores[i][j]`` = log P(option j | prompt i) in nats.
+
+    Raises:
+        NeuronscopeError: An option tokenises to nothing.
+    """
+    hf = model.hf_model
+    device = model.device
+    seqs, owners, positions, targets = [], [], [], []
+    for p, opts in zip(prompts, options):
+        seq, owner, pos = list(p), [-1] * len(p), list(range(len(p)))
+        tgt = []  # per option: (positions predicting its tokens, its tokens)
+        for j, o in enumerate(opts):
+            if not o:
+                raise NeuronscopeError("MCQA: an option tokenises to no tokens")
+            start = len(seq)
+            seq += o[:-1]
+            owner += [j] * (len(o) - 1)
+            pos += list(range(len(p), len(p) + len(o) - 1))
+            tgt.append(([len(p) - 1] + list(range(start, start + len(o) - 1)), list(o)))
+        seqs.append(seq)
+        owners.append(owner)
+        positions.append(pos)
+        targets.append(tgt)
+    width = max(map(len, seqs))
+    b = len(seqs)
+    pad = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((b, width), pad, dtype=torch.long)
+    owner_t = torch.full((b, width), -2, dtype=torch.long)  # -2 = padding
+    pos_t = torch.zeros((b, width), dtype=torch.long)
+    for i, (sq, ow, ps) in enumerate(zip(seqs, owners, positions)):
+        input_ids[i, : len(sq)] = torch.tensor(sq)
+        owner_t[i, : len(sq)] = torch.tensor(ow)
+        pos_t[i, : len(sq)] = torch.tensor(ps)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same = owner_t[:, :, None] == owner_t[:, None, :]
+    key_is_prompt = (owner_t == -1)[:, None, :]
+    key_is_real = (owner_t != -2)[:, None, :]
+    allowed = causal & (same | key_is_prompt) & key_is_real
+    allowed |= torch.eye(width, dtype=torch.bool)  # padded queries attend to themselves (no NaN)
+    dtype = next(hf.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    hidden = hf.base_model(
+        input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=pos_t.to(device)
+    ).last_hidden_state
+    rows, cols, toks, which = [], [], [], []
+    for i, tgt in enumerate(targets):
+        for j, (ps, ts) in enumerate(tgt):
+            rows += [i] * len(ps)
+            cols += ps
+            toks += ts
+            which += [(i, j)] * len(ps)
+    logits = hf.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols)])
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    tok_lp = logp.gather(-1, torch.tensor(toks, device=logp.device)[:, None]).squeeze(-1).tolist()
+    out = [[0.0] * len(opts) for opts in options]
+    for (i, j), v in zip(which, tok_lp):
+        out[i][j] += v
+    return out
 
 
 def answer_logprobs(model: HookedModel, batch) -> torch.Tensor:
