@@ -55,6 +55,10 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         raise NeuronscopeError(f"{final.parent}: cannot write output directory ({exc.strerror})") from None
     try:
         yield tmp
+        # mkstemp/mkdtemp create private (0600/0700) paths; give the result the permissions
+        # a plain open()/mkdir() would have had under the current umask.
+        if tmp.exists():
+            os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
         if is_dir and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -64,6 +68,12 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
