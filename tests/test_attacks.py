@@ -335,3 +335,33 @@ def test_harmful_attack_on_tiny_model_with_real_finetune(tiny_llama) -> None:
     rest = [it for it in forget if it.id in run.eval_ids]
     assert run.fs[-1] == pytest.approx(mcqa_evaluate(m, rest).accuracy)
     assert res.score == pytest.approx(max(run.fs))
+
+
+def test_attack_command_impossible_p_is_one_error_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "neuronscope.cli", "attack", "--model", "tiny-llama", "--kind", "harmful", "--p", "0.99",
+         "--lr", "1e-5", "--seeds", "1", "--out", str(tmp_path / "atk")],
+        capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: p=0.99: selects 32 of 32 forget items but the attack pool holds only ")
+    assert not (tmp_path / "atk" / "attack.json").exists()
+
+
+def test_robustness_config_validation() -> None:
+    from neuronscope.robustness import RobustnessConfig
+
+    with pytest.raises(ConfigError, match="unknown method 'foo'"):
+        RobustnessConfig(methods=("default", "foo"))
+    with pytest.raises(ConfigError, match=r"^p=1\.2"):
+        RobustnessConfig(harmful_ps=(0.1, 1.2))
+    cfg = RobustnessConfig.cpu_default(methods="default,ga,gd,npo,ssiuu")
+    assert cfg.methods == ("default", "ga", "gd", "npo", "ssiuu")
+    assert RobustnessConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    atk = cfg.attack_configs()
+    assert [a.label for a in atk] == ["harmful-p0.1", "harmful-p0.3", "benign"]
+    assert atk[0].lrs == (1e-5,) and atk[0].seeds == (0,) and atk[2].n_alpaca == 200

@@ -100,3 +100,119 @@ def test_row_rejects_non_fractions(bad) -> None:
 def test_load_missing_file(tmp_path) -> None:
     with pytest.raises(NeuronscopeError, match="no such results table"):
         ResultsTable.load(tmp_path / "nope.json")
+
+
+# ---------------------------------------------------------------- US column: the utility score
+def test_utility_default_is_mcqa_accuracy_on_the_shipped_set(tiny_llama) -> None:
+    from neuronscope.data import load_utility
+    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.utility import utility_score
+
+    items = load_utility()
+    res = utility_score(tiny_llama)
+    expected = mcqa_evaluate(tiny_llama, items).accuracy
+    assert res.source == "shipped" and res.n_items == {"shipped": len(items)}
+    assert res.score == pytest.approx(expected) and res.per_task == {"shipped": pytest.approx(expected)}
+    sub = utility_score(tiny_llama, items=items[:12])
+    assert sub.score == pytest.approx(mcqa_evaluate(tiny_llama, items[:12]).accuracy)
+
+
+def test_utility_lm_eval_missing_is_a_clear_error(tiny_llama, monkeypatch) -> None:
+    import sys
+
+    from neuronscope.utility import utility_score
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError, installed or not
+    with pytest.raises(NeuronscopeError, match=r"lm-eval is not installed.*pip install 'neuronscope\[lm-eval\]'"):
+        utility_score(tiny_llama, tasks=["paper"])
+
+
+def test_utility_from_lm_eval_results_reads_each_task_metric() -> None:
+    from neuronscope.utility import LM_EVAL_TASKS, utility_from_lm_eval
+
+    results = {
+        "mmlu": {"acc,none": 0.5, "acc_stderr,none": 0.01},
+        "gsm8k": {"exact_match,strict-match": 0.2, "exact_match,flexible-extract": 0.3},
+        "hellaswag": {"acc,none": 0.4, "acc_norm,none": 0.6},
+        "arc_challenge": {"acc,none": 0.3, "acc_norm,none": 0.35},
+        "winogrande": {"acc,none": 0.55},
+    }
+    res = utility_from_lm_eval(results, list(LM_EVAL_TASKS), limit=500)
+    assert res.per_task == {"mmlu": 0.5, "gsm8k": 0.2, "hellaswag": 0.6, "arc_challenge": 0.35, "winogrande": 0.55}
+    assert res.score == pytest.approx((0.5 + 0.2 + 0.6 + 0.35 + 0.55) / 5)
+    assert res.source == "lm-eval" and res.n_items["mmlu"] == 500
+    with pytest.raises(NeuronscopeError, match="task 'gsm8k' has no metric 'exact_match,strict-match'"):
+        utility_from_lm_eval({"gsm8k": {"acc,none": 1.0}}, ["gsm8k"])
+
+
+def test_plain_hf_copy_has_the_same_logits(tiny_llama) -> None:
+    import torch
+
+    from neuronscope.utility import plain_hf_copy
+
+    copy = plain_hf_copy(tiny_llama)
+    ids = torch.tensor([[1, 50, 900, 7, 3000]])
+    with torch.no_grad():
+        assert torch.allclose(copy(ids).logits, tiny_llama.bridge(ids), atol=1e-10)
+    assert type(copy.model.layers[0].self_attn).__name__ == "LlamaAttention"  # plain HF modules again
+
+
+# ---------------------------------------------------------------- the table of a robustness run
+def _write_run(run_dir) -> None:
+    from neuronscope.errors import write_json_atomic
+    from neuronscope.robustness import RobustnessConfig
+
+    cfg = RobustnessConfig.cpu_default(methods=("default", "ga", "ssiuu"), model_label="SmolLM2-135M")
+    write_json_atomic(run_dir / "robustness_config.json", cfg.to_dict())
+    results = {
+        "default": {"method": "default", "scores": {"fs": 1.0, "rs": 0.6, "us": 0.5}, "attacks": {}},
+        "ga": {"method": "ga", "scores": {"fs": 0.3125, "rs": 0.45, "us": 0.48},
+               "unlearning": {"reached": True, "steps": 8},
+               "attacks": {"harmful-p0.1": {"score": 0.5}, "harmful-p0.3": {"score": 0.6818181818},
+                           "benign": {"score": 0.40625}}},
+        "ssiuu": {"method": "ssiuu", "scores": {"fs": 0.25, "rs": 0.58, "us": 0.5},
+                  "unlearning": {"reached": True, "steps": 12},
+                  "attacks": {"harmful-p0.1": {"score": 0.2}, "harmful-p0.3": {"score": None, "error": "p=0.3: too big"},
+                              "benign": {"score": 0.25}}},
+    }
+    for m, info in results.items():
+        write_json_atomic(run_dir / "methods" / m / "result.json", info)
+
+
+def test_table_from_a_saved_robustness_run(tmp_path) -> None:
+    from neuronscope.robustness import table_from_run
+
+    _write_run(tmp_path)
+    t = table_from_run(tmp_path)
+    md = t.to_markdown().splitlines()
+    assert md[2:5] == [
+        "| SmolLM2-135M | Default | 100.00 | 60.00 | 50.00 | - | - | - |",
+        "|  | GA | 31.25 | 45.00 | 48.00 | 50.00 | 68.18 | 40.62 |",
+        "|  | SSIUU | 25.00 | 58.00 | 50.00 | 20.00 | - | 25.00 |",
+    ]
+    assert "1 seed per attack" in t.note and "200 Alpaca-format items" in t.note
+    assert "SSIUU harmful-p0.3 (p=0.3: too big)" in t.note
+
+
+def test_report_command_tabulates_saved_results(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from neuronscope.cli import app
+
+    _write_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["report", "--runs", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "|  | GA | 31.25 | 45.00 | 48.00 | 50.00 | 68.18 | 40.62 |" in result.output
+    assert (tmp_path / "out" / "table.csv").read_text().splitlines()[2] == "SmolLM2-135M,GA,31.25,45.00,48.00,50.00,68.18,40.62"
+    assert (tmp_path / "out" / "table.html").exists()
+
+
+def test_report_without_results_is_an_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "neuronscope.cli", "report", "--runs", str(tmp_path), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path}: not a robustness run directory (robustness_config.json missing)"
+    assert not (tmp_path / "o").exists()
