@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from neuronscope.errors import NeuronscopeError, atomic_path
 from neuronscope.models import HookedModel
-from neuronscope.prompts import TokenBatch, encode_qa, sequence_logprob
+from neuronscope.prompts import TokenBatch, encode_qa
 
 ModuleKey = tuple[str, int]
 
@@ -182,6 +182,111 @@ def _selected_keys(model: HookedModel, cfg: AttributionConfig) -> list[ModuleKey
     return [(t, layer) for layer in layers for t in cfg.module_types]
 
 
+def _parse_keep(keys: Sequence[str], model: HookedModel) -> set[ModuleKey]:
+    out = set()
+    for k in keys:
+        t, _, layer = str(k).partition(".")
+        if t not in model.arch.module_types or not layer.isdigit() or not 0 <= int(layer) < model.arch.n_layers:
+            raise NeuronscopeError(
+                f"keep_tokens: {k!r} is not 'type.layer' with type in {model.arch.module_types} "
+                f"and layer in 0..{model.arch.n_layers - 1}"
+            )
+        out.add((t, int(layer)))
+    return out
+
+
+def _supports_logits_mask(model: HookedModel) -> bool:
+    """Whether the HF forward accepts a boolean ``logits_to_keep`` mask (transformers ≥ 5)."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.hf_model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_logprob(
+    model: HookedModel, batch: TokenBatch
+) -> Float[Tensor, " batch"]:
+    """log P(y|x) per sample, projecting onto the vocabulary only at answer positions.
+
+    Same value as :func:`neuronscope.prompts.sequence_logprob` on full logits, but the
+    unembedding (and its backward) runs on the ``n_answer_tokens`` rows that enter
+    P(y|x) instead of all ``batch × pos`` rows, through HF's boolean ``logits_to_keep``
+    (falls back to full logits for models without it).
+
+    Returns:
+        ``[batch]`` log-probabilities in nats, differentiable.
+    """
+    mask = batch.target_mask
+    logits = None
+    if _supports_logits_mask(model):
+        out = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=mask)
+        if out.dim() == 2 and out.shape[0] == int(mask.sum()):
+            logits = out
+    if logits is None:
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)[mask]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    targets = batch.target_ids[mask]
+    tok = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)[mask]
+    return torch.zeros(mask.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+
+
+class _Reducer:
+    """Per-sample ``max_k`` / ``min_k`` over the selected positions of ``[batch, pos, n]`` tensors.
+
+    Right padding makes the selected positions of every sample a prefix ``0 .. L_i - 1``
+    (both for all non-padding positions and for the prompt). The common prefix
+    ``0 .. min L - 1`` is reduced for the whole batch in one fused ``aminmax`` (no copy);
+    only the ragged tail ``min L .. max L - 1`` is masked, on a copy of that slice alone.
+    A mask that is not a prefix (e.g. a hand-made left-padded batch) uses the general
+    masked path.
+    """
+
+    def __init__(self, valid: Bool[Tensor, "batch pos"]):
+        b, pos = valid.shape
+        self.lengths = valid.sum(1)
+        if bool((self.lengths == 0).any()):
+            bad = int((self.lengths == 0).nonzero()[0])
+            raise NeuronscopeError(f"attribution: sample {bad} of the batch has no position to attribute")
+        ar = torch.arange(pos, device=valid.device)
+        self.prefix = bool(torch.equal(valid, ar.unsqueeze(0) < self.lengths.unsqueeze(1)))
+        self.lo = int(self.lengths.min())
+        self.hi = int(self.lengths.max())
+        self.valid = valid
+        self.lengths_list = self.lengths.tolist()
+        # Invalid cells of the ragged tail (or of the whole sequence, for non-prefix masks).
+        self.tail_invalid = (~valid[:, self.lo : self.hi]).unsqueeze(-1) if self.prefix else (~valid).unsqueeze(-1)
+
+    def __call__(self, a: Float[Tensor, "batch pos n"]) -> tuple[Tensor, Tensor]:
+        if not self.prefix:
+            mx = a.masked_fill(self.tail_invalid, -math.inf).amax(1)
+            mn = a.masked_fill(self.tail_invalid, math.inf).amin(1)
+            return mx, mn
+        mn, mx = torch.aminmax(a[:, : self.lo], dim=1)
+        if self.hi > self.lo:
+            tail = a[:, self.lo : self.hi]
+            mx = torch.maximum(mx, tail.masked_fill(self.tail_invalid, -math.inf).amax(1))
+            mn = torch.minimum(mn, tail.masked_fill(self.tail_invalid, math.inf).amin(1))
+        return mx, mn
+
+    def tokens(self, a: Float[Tensor, "batch pos n"]) -> list[Tensor]:
+        """Per-sample ``[L_i, n]`` copies of the selected positions (on the CPU)."""
+        if self.prefix:
+            return [a[i, :n].to("cpu", copy=True) for i, n in enumerate(self.lengths_list)]
+        return [a[i][self.valid[i]].cpu() for i in range(a.shape[0])]
+
+
+def _to_cpu(d: dict[ModuleKey, Tensor], keys: list[ModuleKey]) -> dict[ModuleKey, Tensor]:
+    """One device→host transfer for all modules (no sync per hook during backward)."""
+    if not keys:
+        return {}
+    widths = [d[k].shape[1] for k in keys]
+    flat = torch.cat([d[k] for k in keys], dim=1).cpu()
+    return {k: v.clone() for k, v in zip(keys, flat.split(widths, dim=1))}
+
+
 def attribute_batch(
     model: HookedModel,
     batch: TokenBatch,
@@ -189,40 +294,61 @@ def attribute_batch(
 ) -> NeuronAttribution:
     """Eq. 1 for one batch: one forward + one backward pass covers every selected module.
 
+    ``A[i, k] = h[i, k] · ∂T/∂h[i, k]`` with ``T = P(y|x)`` (``target="prob"``, paper Eq. 1)
+    or ``log P(y|x)``; ``P(y|x)`` is the teacher-forced product over all answer tokens
+    (multi-token answers). The backward pass is of ``Σ_samples T``: samples do not interact
+    (causal attention, right padding, attention mask), so each sample receives its own
+    gradient. ``A`` is reduced to ``max_k`` / ``min_k`` over the selected positions inside
+    the gradient hook, in float32 (float64 models stay float64).
+
+    Memory: per hook, the engine holds a reference to the activation ``h`` (a view, no copy)
+    until its gradient arrives; gate/up/v outputs are saved by autograd anyway, q/k/o/down
+    outputs are not — see ``benchmarks/attribution.py`` for the measured peak. The per-token
+    product ``h ⊙ ∂T/∂h`` exists for one hook at a time and is dropped after the reduction,
+    except for the modules in ``config.keep_tokens``.
+
     Args:
         model: The hooked model.
-        batch: Teacher-forced QA batch (see :func:`neuronscope.prompts.encode_qa`).
+        batch: Right-padded teacher-forced QA batch (:func:`neuronscope.prompts.encode_qa`).
         config: Target, positions, modules and token-keeping options.
 
     Returns:
-        A :class:`NeuronAttribution` with ``[batch, n_neurons]`` max/min per module.
+        A :class:`NeuronAttribution` with ``Float[Tensor, "batch n_neurons"]`` max/min per
+        module, on the CPU. A padded batch gives the numbers of one-sample batches up to
+        floating-point reordering (float64 tiny model: ``rtol=1e-9``; float32 SmolLM2:
+        ``rtol=1e-4``, see the tests).
 
     Raises:
-        NeuronscopeError: Bad config values.
+        NeuronscopeError: Bad config values, a sample without positions, or a model whose
+            bridge bypasses the module hooks.
     """
     cfg = config or AttributionConfig()
     keys = _selected_keys(model, cfg)
-    keep = {tuple((k.split(".")[0], int(k.split(".")[1]))) for k in cfg.keep_tokens}
+    keep = _parse_keep(cfg.keep_tokens, model)
     batch = batch.to(model.device)
     b, pos = batch.input_ids.shape
-    valid = batch.attention_mask.bool() if cfg.positions == "all" else batch.prompt_mask & batch.attention_mask.bool()
-    # Broadcastable masks for the reduction: [batch, pos, 1]
-    neg_fill = (~valid).unsqueeze(-1)
+    valid = batch.attention_mask.bool()
+    if cfg.positions == "prompt":
+        valid = valid & batch.prompt_mask
+    reduce = _Reducer(valid)
     out_max: dict[ModuleKey, Tensor] = {}
     out_min: dict[ModuleKey, Tensor] = {}
     out_tokens: dict[ModuleKey, list[Tensor]] = {}
 
     def make_fwd_hook(key: ModuleKey):
-        def fwd_hook(act: Tensor, hook) -> None:
+        def fwd_hook(act: Tensor, hook) -> Tensor:
+            # A view of the activation: no copy. Autograd may hold the same storage already.
             h = act.detach()
 
             def grad_hook(grad: Tensor) -> None:
-                a = (h * grad).reshape(b, pos, -1)
-                a = a.to(torch.promote_types(a.dtype, torch.float32))
-                out_max[key] = a.masked_fill(neg_fill, -math.inf).amax(dim=1).cpu()
-                out_min[key] = a.masked_fill(neg_fill, math.inf).amin(dim=1).cpu()
+                if h.dtype in (torch.float16, torch.bfloat16):
+                    a = h.float().mul_(grad)
+                else:
+                    a = h * grad
+                a = a.view(b, pos, -1)
+                out_max[key], out_min[key] = reduce(a)
                 if key in keep:
-                    out_tokens[key] = [a[i][valid[i]].cpu() for i in range(b)]
+                    out_tokens[key] = reduce.tokens(a)
 
             act.register_hook(grad_hook)
             # Return the activation: q/k/v hook points hand hooks a reshaped *view* and use
@@ -241,8 +367,7 @@ def attribute_batch(
     with frozen_weights(model), torch.enable_grad(), model.bridge.hooks(
         fwd_hooks=[("hook_embed", embed_hook), *fwd_hooks]
     ):
-        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-        logp = sequence_logprob(logits, batch)
+        logp = answer_logprob(model, batch)
         objective = logp.exp() if cfg.target == "prob" else logp
         # Samples are independent, so d(sum)/dh gives each sample's own gradient.
         objective.sum().backward()
@@ -250,11 +375,11 @@ def attribute_batch(
     if missing:
         raise NeuronscopeError(f"attribution: no gradient reached hooks {missing[:3]} (the bridge bypassed them)")
     return NeuronAttribution(
-        max={k: out_max[k] for k in keys},
-        min={k: out_min[k] for k in keys},
+        max=_to_cpu(out_max, keys),
+        min=_to_cpu(out_min, keys),
         target_value=objective.detach().cpu(),
         tokens={k: out_tokens[k] for k in keys if k in out_tokens},
-        meta={"model": model.name, "config": asdict(cfg)},
+        meta={"model": model.name, "target": cfg.target, "positions": cfg.positions, "config": asdict(cfg)},
     )
 
 
@@ -274,6 +399,27 @@ def concat(parts: Sequence[NeuronAttribution]) -> NeuronAttribution:
         tokens=tokens,
         meta=dict(parts[0].meta),
     )
+
+
+def check_compatible(before: NeuronAttribution, after: NeuronAttribution) -> None:
+    """Check that two attributions can be compared neuron by neuron (paper Eq. 2, 4, 5).
+
+    Raises:
+        NeuronscopeError: Different data (fingerprint or sample count), modules, target or
+            positions, naming the field that differs.
+    """
+    fb, fa = before.meta.get("data_fingerprint"), after.meta.get("data_fingerprint")
+    if fb and fa and fb != fa:
+        raise NeuronscopeError(f"attributions are on different data (data_fingerprint {fb} vs {fa})")
+    if before.n_samples != after.n_samples:
+        raise NeuronscopeError(f"attributions have {before.n_samples} vs {after.n_samples} samples")
+    if before.keys != after.keys:
+        raise NeuronscopeError("attributions cover different modules/layers")
+    for field_name in ("target", "positions"):
+        vb = before.meta.get(field_name, before.meta.get("config", {}).get(field_name))
+        va = after.meta.get(field_name, after.meta.get("config", {}).get(field_name))
+        if vb and va and vb != va:
+            raise NeuronscopeError(f"attributions differ in {field_name}: {vb!r} vs {va!r}")
 
 
 def data_fingerprint(questions: Sequence[str], answers: Sequence[str]) -> str:
