@@ -254,7 +254,7 @@ def _log(msg: str, progress: bool) -> None:
         Console(stderr=True).print(f"[bold cyan]neuronscope robustness[/] {msg}")
 
 
-def _splits(config: RobustnessConfig, base, items, run_dir: Path, progress: bool):
+def _splits(config: RobustnessConfig, get_base: Callable, items, run_dir: Path, progress: bool):
     from neuronscope.data import FaithUnSplits, split_faithun
     from neuronscope.evaluation import mcqa_evaluate
 
@@ -266,7 +266,7 @@ def _splits(config: RobustnessConfig, base, items, run_dir: Path, progress: bool
     pool = None
     if config.forget_from_correct:
         _log(f"MCQA accuracy of the base model on all {len(items)} questions (forget pool)", progress)
-        res = mcqa_evaluate(base, items, mode=config.eval_mode, progress=progress, desc="base MCQA")
+        res = mcqa_evaluate(get_base(), items, mode=config.eval_mode, progress=progress, desc="base MCQA")
         base_acc = res.accuracy
         pool = res.correct_ids()
     splits = split_faithun(items, seed=config.split_seed, forget_pool=pool)
@@ -439,7 +439,8 @@ def run_robustness(
             configuration (``robustness_config.json``; only ``methods`` may differ); finished
             methods are reused.
         progress: Progress bars and log lines.
-        base: An already loaded base model (default: ``load_model(config.model)``).
+        base: An already loaded base model (default: ``load_model(config.model)``, loaded only
+            when some result is missing).
         clone_fn: Model copier (default: the attacks' clone, over :func:`clone_model`).
 
     Returns:
@@ -468,20 +469,25 @@ def run_robustness(
     write_json_atomic(cfg_path, cfg_dict)
 
     t0 = time.perf_counter()
-    if base is None:
-        from neuronscope.models import load_model
+    loaded = [base]
 
-        _log(f"loading {config.model}", progress)
-        base = load_model(config.model)
+    def get_base():
+        if loaded[0] is None:
+            from neuronscope.models import load_model
+
+            _log(f"loading {config.model}", progress)
+            loaded[0] = load_model(config.model)
+        return loaded[0]
+
     items = load_faithun(config.data)
-    splits, base_acc = _splits(config, base, items, run_dir, progress)
+    splits, base_acc = _splits(config, get_base, items, run_dir, progress)
     _log(f"splits: {splits.summary()}", progress)
     for method in config.methods:
         path = run_dir / "methods" / method / "result.json"
         if path.exists():
             _log(f"{METHOD_LABELS[method]}: reusing {path}", progress)
             continue
-        info = _method_result(method, base, splits, config, run_dir, progress, clone_fn)
+        info = _method_result(method, get_base(), splits, config, run_dir, progress, clone_fn)
         write_json_atomic(path, info)
         table = table_from_run(run_dir, config)
         table.save(run_dir)

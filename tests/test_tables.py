@@ -216,3 +216,44 @@ def test_report_without_results_is_an_error(tmp_path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {tmp_path}: not a robustness run directory (robustness_config.json missing)"
     assert not (tmp_path / "o").exists()
+
+
+def test_robustness_runner_end_to_end_and_resume(tmp_path, tiny_llama, monkeypatch) -> None:
+    import json
+
+    import neuronscope.models
+    from neuronscope.data import load_faithun
+    from neuronscope.robustness import RobustnessConfig, run_robustness
+
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps(it.to_dict()) + "\n" for it in load_faithun()[:80]))
+    cfg = RobustnessConfig(
+        model="tiny-llama", methods=("default", "ga"), data=str(data), forget_from_correct=True,
+        unlearning={"lr": 1e-3, "max_epochs": 2, "batch_size": 4},
+        harmful_ps=(0.3,), harmful={"lrs": (1e-3,), "seeds": (0,), "epochs": 1},
+        benign={"lrs": (1e-3,), "seeds": (0,), "n_alpaca": 4, "eval_every": 1}, test_limit=10, utility_limit=10,
+    )
+    table = run_robustness(cfg, tmp_path / "run", progress=False, base=tiny_llama)
+    assert [r.method for r in table.rows] == ["Default", "GA"]
+    ga = json.loads((tmp_path / "run" / "methods" / "ga" / "result.json").read_text())
+    default, ga_row = table.rows
+    assert default.harmful_p03 is None and default.benign is None
+    assert ga_row.fs == pytest.approx(ga["scores"]["fs"]) and ga_row.harmful_p03 == pytest.approx(ga["attacks"]["harmful-p0.3"]["score"])
+    assert ga_row.benign == pytest.approx(ga["attacks"]["benign"]["score"])
+    assert ga["unlearning"]["steps"] >= 1 and ga["seconds_total"] > 0
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())["splits"]
+    assert len(splits["forget"]) == 4  # 5 % of 80, drawn from the facts the base model answers correctly
+    assert default.fs == 1.0
+    assert (tmp_path / "run" / "table.md").read_text() == table.to_markdown()
+
+    # Resuming with every result present neither loads a model nor trains.
+    def no_load(*a, **k):
+        raise AssertionError("model loaded on resume")
+
+    monkeypatch.setattr(neuronscope.models, "load_model", no_load)
+    again = run_robustness(cfg, tmp_path / "run", progress=False)
+    assert again.to_markdown() == table.to_markdown()
+    # Another configuration in the same directory is refused, naming the field.
+    other = RobustnessConfig.from_dict({**cfg.to_dict(), "test_limit": 20})
+    with pytest.raises(NeuronscopeError, match="field 'test_limit' differs"):
+        run_robustness(other, tmp_path / "run", progress=False)
