@@ -141,9 +141,8 @@ def test_rouge_evaluate_scores_generations(tiny_llama) -> None:
 
 def test_unlearning_loop_stops_on_rouge(tiny_llama) -> None:
     """stop_metric="rouge" in the shared loop uses rouge_evaluate: a random model is already ≤ τ."""
-    from neuronscope.models import clone_model  # noqa: F401 - the loop trains in place: use a copy
+    from neuronscope.attacks import _default_clone  # the loop trains in place: use a copy
     from neuronscope.unlearning import UnlearningConfig, unlearn
-    from neuronscope.attacks import _default_clone
 
     items = generate_tofu(n_authors=3, questions_per_author=2, seed=0)
     forget, retain = items[:2], items[2:]
