@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -77,6 +77,8 @@ class RobustnessConfig:
         eval_mode: MCQA scoring (``"likelihood"`` or ``"generate"``).
         note: Extra text for the table caption (appended to the generated description).
         title: Table caption title.
+        device: Torch device of the models (``"cpu"``, ``"cuda"``).
+        dtype: Parameter dtype (``"float32"``, ``"bfloat16"``).
     """
 
     model: str = "smollm2-135m-instruct"
@@ -97,6 +99,8 @@ class RobustnessConfig:
     eval_mode: str = "likelihood"
     note: str = ""
     title: str = "Experimental results on the FaithUn-format set (paper Table 1 layout)"
+    device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -206,7 +210,8 @@ class RobustnessConfig:
         harmful = [a for a in atk if a.kind == "harmful"]
         benign = [a for a in atk if a.kind == "benign"]
         seeds = {len(a.seeds) for a in atk} or {1}
-        parts = [f"{'/'.join(str(s) for s in sorted(seeds))} seed{'s' if max(seeds) > 1 else ''} per attack"]
+        where = "CPU" if self.device == "cpu" else self.device
+        parts = [f"{'/'.join(str(s) for s in sorted(seeds))} seed{'s' if max(seeds) > 1 else ''} per attack on {where}"]
         if harmful:
             h = harmful[0]
             parts.append(
@@ -459,6 +464,9 @@ def run_robustness(
     cfg_dict = json.loads(json.dumps(config.to_dict()))
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        # Fields added after a run was saved take their defaults.
+        old = {**{f.name: cfg_dict[f.name] for f in fields(RobustnessConfig) if f.name not in old and
+                  f.default is not MISSING and cfg_dict[f.name] == f.default}, **old}
         # The method list may change between invocations: each method's result is independent.
         changed = sorted(k for k in set(old) | set(cfg_dict) if k != "methods" and old.get(k) != cfg_dict.get(k))
         if changed:
@@ -476,7 +484,7 @@ def run_robustness(
             from neuronscope.models import load_model
 
             _log(f"loading {config.model}", progress)
-            loaded[0] = load_model(config.model)
+            loaded[0] = load_model(config.model, dtype=config.dtype, device=config.device)
         return loaded[0]
 
     items = load_faithun(config.data)
