@@ -21,13 +21,14 @@ Reported: the median wall time per configuration, the median CPU time (``process
 less sensitive to other processes sharing the two cores, which inflates wall times), and the
 median of the per-round ratios. Goal: engine/baseline ≤ 1.25.
 
-Memory: the peak resident set size above the resident size just before the call, from
-``VmHWM`` after resetting it through ``/proc/self/clear_refs`` (Linux). The script re-executes
-itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back to the OS and the
-per-call peaks are not hidden by glibc's cached heap. Also reported: what autograd saves for
-the backward pass (``saved_tensors_hooks``, parameters excluded) and how much of the engine's
-references to module outputs autograd does *not* already hold (the engine's only extra
-activation memory).
+Memory (measured after all timings): the peak resident set size above the resident size just
+before the call, from ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` (Linux),
+median of 3 calls. Before measuring, glibc's ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` makes every
+tensor its own mapping, so freed tensors go back to the OS and per-call peaks are not hidden
+by a cached heap (timings run with the default allocator settings). Also reported: what
+autograd saves for the backward pass (``saved_tensors_hooks``, parameters excluded) and how
+much of the engine's references to module outputs autograd does *not* already hold (the
+engine's only extra activation memory).
 """
 
 from __future__ import annotations
@@ -39,10 +40,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -132,6 +129,16 @@ def _reset_peak() -> bool:
         return False
 
 
+def _fixed_mmap_threshold() -> bool:
+    """glibc: serve every allocation ≥ 64 KiB by its own mmap, returned to the OS on free."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 65536))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def measure(fn, model, batch) -> tuple[float, float, float | None]:
     """(wall s, CPU s, peak RSS above the start in MiB) of one call."""
     gc.collect()
@@ -188,24 +195,32 @@ def main() -> None:
         configs |= {"hf_frozen": run_hf_frozen, "bridge_frozen": run_bridge_frozen}
     print(f"SmolLM2-135M float32, batch {BATCH}, {N_ANSWER}-token answers, {args.threads} threads, "
           f"{args.repeats} interleaved rounds (+1 warm-up), load average {os.getloadavg()[0]:.1f}")
-    rows = []
-    for length in args.lengths:
-        batch = make_batch(model.tokenizer, length)
-        res = {k: {"wall": [], "cpu": [], "mem": []} for k in configs}
+    batches = {length: make_batch(model.tokenizer, length) for length in args.lengths}
+    timing = {}
+    for length, batch in batches.items():
+        res = {k: {"wall": [], "cpu": []} for k in configs}
         for rnd in range(args.repeats + 1):
             for name, fn in configs.items():
-                wall, cpu, mem = measure(fn, model, batch)
+                wall, cpu, _ = measure(fn, model, batch)
                 if rnd > 0:
                     res[name]["wall"].append(wall)
                     res[name]["cpu"].append(cpu)
-                    if mem is not None:
-                        res[name]["mem"].append(mem)
+        timing[length] = res
+        print(f"  L={length}: timed (load average {os.getloadavg()[0]:.1f})", flush=True)
+    fixed = _fixed_mmap_threshold()
+    rows = []
+    for length, batch in batches.items():
+        res = timing[length]
+        for name, fn in configs.items():
+            fn(model, batch)
+            res[name]["mem"] = [m for m in (measure(fn, model, batch)[2] for _ in range(3)) if m is not None]
         saved = autograd_memory(model, batch)
         med = {k: {m: (statistics.median(v[m]) if v[m] else float("nan")) for m in v} for k, v in res.items()}
         paired_wall = statistics.median(e / b for e, b in zip(res["engine"]["wall"], res["baseline"]["wall"]))
         paired_cpu = statistics.median(e / b for e, b in zip(res["engine"]["cpu"], res["baseline"]["cpu"]))
         rows.append((length, med, paired_wall, paired_cpu, saved))
-        print(f"  L={length}: done (load average {os.getloadavg()[0]:.1f})", flush=True)
+    if not fixed:
+        print("  (mallopt unavailable: peak RSS deltas may be understated by a cached heap)")
 
     print()
     head = f"{'tokens':>6} | {'config':<13} | {'wall s':>7} | {'cpu s':>7} | {'peak MiB':>8}"

@@ -70,12 +70,16 @@ def attribute(
     from neuronscope.models import load_model
     from neuronscope.pipeline import load_items
 
+    # Validate options and data before the (slow) model load; the output is written atomically.
+    cfg = AttributionConfig(target=target, positions=positions, batch_size=batch_size)
     items = load_items(data, seed=seed)
+    if not items:
+        _fail(f"attribute: data {data!r} has no items (empty split)")
     m = load_model(model)
-    res = run_attr(m, [i.question for i in items], [i.answer for i in items],
-                   AttributionConfig(target=target, positions=positions, batch_size=batch_size))
+    res = run_attr(m, [i.question for i in items], [i.answer for i in items], cfg)
+    res.meta.update(data=data, split_seed=seed)
     res.save(out)
-    typer.echo(f"wrote {out} ({res.n_samples} samples, {len(res.keys)} modules)")
+    typer.echo(f"wrote {out} ({res.n_samples} samples, {len(res.keys)} modules, target {target}, positions {positions})")
 
 
 @app.command()
@@ -86,10 +90,12 @@ def influence(
     label: str = typer.Option("", help="Label for plots."),
 ) -> None:
     """D̃+/D̃− per neuron (Eq. 4–5 with App. A clipping) from two saved attribution files."""
-    from neuronscope.attribution import NeuronAttribution
+    from neuronscope.attribution import NeuronAttribution, check_compatible
     from neuronscope.influence import influence_variation
 
-    var = influence_variation(NeuronAttribution.load(before), NeuronAttribution.load(after), label=label)
+    a_before, a_after = NeuronAttribution.load(before), NeuronAttribution.load(after)
+    check_compatible(a_before, a_after)
+    var = influence_variation(a_before, a_after, label=label or str(a_after.meta.get("model", after.stem)))
     var.save(out)
     s = var.summary()
     typer.echo(f"wrote {out}; top-100 ΣD̃+ = {s['sum_top_d_plus']:.4g}, ΣD̃− = {s['sum_top_d_minus']:.4g}")
@@ -110,7 +116,12 @@ def heatmap(
     from neuronscope.pipeline import influence_between
     from neuronscope.plots import save_figure
 
+    if top < 1:
+        _fail(f"heatmap: --top must be ≥ 1, got {top}")
     if influence_file is not None:
+        if before or after:
+            _fail("heatmap: give --influence FILE or --before/--after models, not both")
+        # Draws from the saved D̃± alone: no model is loaded, nothing is recomputed.
         var = InfluenceVariation.load(influence_file)
     else:
         if not before or not after:
