@@ -249,6 +249,7 @@ class RunConfig:
         model: Model name or path of the run (None when the file does not name one).
         data: Free-form data description (``{"dataset": "faithun", ...}``).
         lams: λ grid for the SSIUU sweep (Fig. 7a), if the file gives one.
+        runtime: ``{"dtype": ..., "device": ...}`` for loading the model, if the file gives them.
     """
 
     config: UnlearningConfig
@@ -256,6 +257,7 @@ class RunConfig:
     model: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     lams: list[float] = field(default_factory=list)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunConfig:
@@ -263,7 +265,7 @@ def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunCo
 
     The file is either a plain JSON object of :class:`UnlearningConfig` fields, or::
 
-        {"model": "...", "data": {...},
+        {"model": "...", "runtime": {"dtype": "bfloat16", "device": "cuda"}, "data": {...},
          "defaults": {<config fields>},
          "methods": {"gd": {"lrs": [...], <config overrides>}, "ssiuu": {...}, ...}}
 
@@ -299,7 +301,12 @@ def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunCo
     lams = over.pop("lams", defaults.pop("lams", []))
     merged = {**defaults, **over, "method": name}
     cfg = UnlearningConfig.from_dict(merged, source=f"{src}: methods.{name}")
-    return RunConfig(cfg, _check_lrs(lrs, src), raw.get("model"), dict(raw.get("data", {})), [float(x) for x in lams])
+    runtime = raw.get("runtime", {})
+    if not isinstance(runtime, dict) or set(runtime) - {"dtype", "device"}:
+        raise ConfigError(f"{src}: field 'runtime' must be an object with 'dtype' and/or 'device'")
+    return RunConfig(
+        cfg, _check_lrs(lrs, src), raw.get("model"), dict(raw.get("data", {})), [float(x) for x in lams], dict(runtime)
+    )
 
 
 def _check_lrs(lrs: Any, src: str) -> list[float]:
