@@ -206,6 +206,46 @@ def correlate(
     typer.echo(f"wrote {paths['html']}, {paths['json']}")
 
 
+# ---------------------------------------------------------------- unlearning
+@app.command()
+def unlearn(
+    method: str = typer.Option("ssiuu", help="ga, gd, dpo, npo, rmu, klue or ssiuu (paper §5, App. B.2)."),
+    out: Path = typer.Option(..., help="Output directory: model/ (save_pretrained), config.json, history.json, summary.json, splits.json."),
+    model: Optional[str] = typer.Option(None, help="Model name or path (default: the config file's model, else the embedded SmolLM2)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of UnlearningConfig fields, or a run config (configs/*.json) with per-method settings and an lr grid."),
+    lr: Optional[List[float]] = typer.Option(None, "--lr", help="Learning rate; repeat for an ascending grid (the lowest reaching the threshold wins)."),
+    lam: Optional[float] = typer.Option(None, help="SSIUU λ (paper: 1e-3 FaithUn, 1e-4 TOFU)."),
+    max_epochs: Optional[int] = typer.Option(None, help="Epochs at most."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps at most."),
+    batch_size: Optional[int] = typer.Option(None, help="Forget (and retain) examples per step."),
+    threshold: Optional[float] = typer.Option(None, help="Stop when forget accuracy ≤ this (default 0.33)."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (batch order, RMU direction, ...)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (0 = off)."),
+    ssiuu_grad: Optional[str] = typer.Option(None, help="SSIUU gradient: exact or first_order."),
+    data: Optional[str] = typer.Option(None, help="FaithUn-format file (default: the embedded fact set)."),
+    split_seed: int = typer.Option(0, help="Seed of the forget/retain/test split."),
+    known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
+    eval_splits: str = typer.Option("forget,retain,test", help="Splits scored after unlearning (FS, RS)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints in OUT."),
+    dtype: Optional[str] = typer.Option(None, help="Model dtype (default: the config file's runtime, else float32)."),
+    device: Optional[str] = typer.Option(None, help="Torch device (default: the config file's runtime, else cpu)."),
+) -> None:
+    """Unlearn the forget split with one method; early stop at FS ≤ threshold; save model + config + history."""
+    from neuronscope.unlearning.run import resolve_config, run_unlearning
+
+    overrides = dict(lam=lam, max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, threshold=threshold,
+                     seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad)
+    cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
+    s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
+                       split_seed=split_seed, known_only=known_only, resume=resume,
+                       dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
+                       eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
+    scores = ", ".join(f"{k} {100 * s[k]:.1f}%" for k in ("FS", "RS_retain", "RS_test") if k in s)
+    state = f"reached FS ≤ {cfg.threshold} after {s['steps']} steps" if s["reached"] else f"threshold not reached in {s['steps']} steps"
+    typer.echo(f"{cfg.method} lr {s['lr']:g}: {state} ({s['seconds_per_step']:.2f} s/step); {scores}")
+    typer.echo(f"wrote {out / 'model'}, {out / 'summary.json'}")
+
+
 # ---------------------------------------------------------------- attacks / report
 @app.command()
 def attack(
