@@ -203,8 +203,10 @@ def final_norm_and_unembed(model: HookedModel) -> tuple[nn.Module, nn.Module]:
     if norm is None or unembed is None:
         hf = model.hf_model
         inner = getattr(hf, "model", None)
-        norm = norm or getattr(inner, "norm", None)
-        unembed = unembed or hf.get_output_embeddings()
+        if norm is None:
+            norm = getattr(inner, "norm", None)
+        if unembed is None:
+            unembed = hf.get_output_embeddings()
     if norm is None or unembed is None:
         raise ModelError(f"{model.name}: cannot find the final norm and unembedding for the logit lens")
     return norm, unembed
