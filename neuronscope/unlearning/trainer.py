@@ -259,6 +259,35 @@ def _optimizer(params: list[torch.nn.Parameter], cfg: UnlearningConfig) -> torch
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def train_step(
+    model: HookedModel,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    forget: Sequence,
+    retain: Sequence | None,
+    key: int | None,
+) -> tuple[float, dict[str, float]]:
+    """One optimiser step of the loop: loss → backward → method hook → step → method hook.
+
+    Returns:
+        ``(loss value, loss terms)``.
+
+    Raises:
+        DivergenceError: The loss is NaN or infinite (nothing was updated).
+    """
+    opt.zero_grad(set_to_none=True)
+    loss, terms = method.loss(model, forget, retain, key)
+    lv = float(loss.detach())
+    if not math.isfinite(lv):
+        raise DivergenceError(f"loss is {lv}")
+    loss.backward()
+    del loss
+    method.after_backward(model)
+    opt.step()
+    method.after_step(key)
+    return lv, terms
+
+
 def _run(
     model: HookedModel,
     method: Method,
@@ -349,20 +378,14 @@ def _loop(model, method, cfg, plan, evaluate, opt, state: _State, run_dir, progr
                 key, f_items = batches[state.pos]
                 r_items = plan.retain_batch(state.step) if method.uses_retain else None
                 t0 = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                loss, terms = method.loss(model, f_items, r_items, key)
-                lv = float(loss.detach())
-                if not math.isfinite(lv):
+                try:
+                    lv, terms = train_step(model, method, opt, f_items, r_items, key)
+                except DivergenceError as exc:
                     where = _checkpoint_path(run_dir) if run_dir is not None else None
                     raise DivergenceError(
-                        f"{cfg.method}: loss is {lv} at step {state.step + 1} (lr {cfg.lr}); last good checkpoint: "
+                        f"{cfg.method}: {exc} at step {state.step + 1} (lr {cfg.lr}); last good checkpoint: "
                         f"{where if where is not None else 'none (checkpoint_every=0 or no run_dir)'}"
-                    )
-                loss.backward()
-                method.after_backward(model)
-                opt.step()
-                method.after_step(key)
-                del loss
+                    ) from None
                 dt = time.perf_counter() - t0
                 state.train_seconds += dt
                 state.step += 1
@@ -472,7 +495,9 @@ def unlearn(
         if weight > 0:
             raise ConfigError(f"retain_items: method {cfg.method} needs a retain set (or {name}=0)")
     rd = Path(run_dir) if run_dir is not None else None
-    if rd is not None:
+    if rd is not None and not (resume and _checkpoint_path(rd) is not None):
+        # A resumed run rewrites config.json only at the end, once the checkpoint's
+        # configuration has been checked: a refused resume leaves the directory untouched.
         cfg.save(rd / "config.json")
     evaluate = _evaluator(cfg, forget_items, eval_items, eval_fn, progress)
     plan = _Plan(forget_items, retain_items, cfg.batch_size, cfg.seed, fixed=True)
@@ -491,9 +516,8 @@ def unlearn(
         forget_score=state.last_score,
         initial_forget_score=state.initial_score,
     )
-    if rd is not None and not (resume and _checkpoint_path(rd) is not None):
-        # A resumed run rewrites config.json only at the end, once the checkpoint's
-        # configuration has been checked: a refused resume leaves the directory untouched.
+    if rd is not None:
+        cfg.save(rd / "config.json")
         write_json_atomic(rd / "history.json", result.history)
         result.save(rd / "result.json")
     return result
@@ -513,7 +537,6 @@ def _as_pairs(prompts_or_items: Sequence, answers: Sequence[str] | None) -> list
     if answers is not None:
         if len(answers) != len(items):
             raise ConfigError(f"finetune: {len(items)} prompts but {len(answers)} answers")
-        cfg.save(rd / "config.json")
         return [_Pair(f"ft{i}", str(p), str(a)) for i, (p, a) in enumerate(zip(items, answers))]
     out = []
     for i, it in enumerate(items):
