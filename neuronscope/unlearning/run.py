@@ -68,12 +68,17 @@ def run_unlearning(
         if name not in _SPLIT_KEYS:
             raise NeuronscopeError(f"eval_splits: unknown split {name!r} (expected forget, retain, test)")
     out = Path(out)
+    try:  # fail before loading a model when the output cannot be written
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NeuronscopeError(f"{out}: cannot create output directory ({exc.strerror})") from None
     items = load_faithun(data) if data is not None else load_faithun()
+    # Split first when the split does not depend on the model: bad fractions fail fast.
+    splits = None if known_only else split_faithun(items, seed=split_seed)
     base = load_model(model, dtype=dtype, device=device)
-    pool = None
-    if known_only:
+    if splits is None:
         pool = mcqa_evaluate(base, items, progress=progress, desc="known facts").correct_ids()
-    splits = split_faithun(items, seed=split_seed, forget_pool=pool)
+        splits = split_faithun(items, seed=split_seed, forget_pool=pool)
     if lrs:
         best, result = lr_search(
             lambda: clone_model(base), splits.forget, splits.retain, config, lrs, run_dir=out / "search", progress=progress
