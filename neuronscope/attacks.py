@@ -566,7 +566,6 @@ def run_attack(
                 prev = None
             if prev is not None and prev.config.to_dict() == config.to_dict():
                 previous = prev
-        config.save(run_dir / "attack_config.json")
 
     # The pool (harmful) from the unlearned model's answers on the forget set.
     if config.kind == "harmful":
@@ -583,6 +582,12 @@ def run_attack(
         else:
             pool = list(forget_items)
         result.pool_ids = [it.id for it in pool]
+
+        # Every draw is checked before anything is written or trained (an impossible p fails fast).
+        for seed in config.seeds:
+            draw_attack_items(forget_items, pool, config.p, seed)
+    if run_dir is not None:
+        config.save(run_dir / "attack_config.json")
 
     fs_before_cache: dict[tuple[str, ...], float] = {}
 

@@ -349,7 +349,7 @@ def test_attack_command_impossible_p_is_one_error_line(tmp_path) -> None:
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: p=0.99: selects 32 of 32 forget items but the attack pool holds only ")
-    assert not (tmp_path / "atk" / "attack.json").exists()
+    assert not (tmp_path / "atk").exists()  # nothing half-written
 
 
 def test_robustness_config_validation() -> None:
