@@ -27,8 +27,8 @@ Loop decisions:
   method state (SSIUU cache, KLUE masks, reference values), written to a temporary directory
   and swapped in, so a kill never leaves a half-written checkpoint. ``unlearn(..., resume=True)``
   on the *initial* model continues from it and ends with the same weights as an uninterrupted
-  run. A NaN/inf loss raises :class:`DivergenceError` before the bad step is applied; the last
-  good checkpoint stays in place.
+  run. A NaN/inf loss (or gradient norm) raises :class:`DivergenceError` before the bad step
+  is applied; the last good checkpoint stays in place.
 """
 
 from __future__ import annotations
@@ -270,10 +270,10 @@ def train_step(
     """One optimiser step of the loop: loss → backward → method hook → step → method hook.
 
     Returns:
-        ``(loss value, loss terms)``.
+        ``(loss value, loss terms + "grad_norm")`` (the L2 norm of all trainable gradients).
 
     Raises:
-        DivergenceError: The loss is NaN or infinite (nothing was updated).
+        DivergenceError: The loss or the gradient norm is NaN or infinite (nothing was updated).
     """
     opt.zero_grad(set_to_none=True)
     loss, terms = method.loss(model, forget, retain, key)
@@ -283,6 +283,12 @@ def train_step(
     loss.backward()
     del loss
     method.after_backward(model)
+    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if grads:
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        if not math.isfinite(norm):
+            raise DivergenceError(f"gradient norm is {norm} (loss {lv})")
+        terms = {**terms, "grad_norm": norm}
     opt.step()
     method.after_step(key)
     return lv, terms
@@ -481,7 +487,7 @@ def unlearn(
     Raises:
         ConfigError: Bad config value, empty forget set, missing retain set for a method that
             needs one, or a checkpoint written under another configuration.
-        DivergenceError: The loss became NaN/inf (the last good checkpoint is kept).
+        DivergenceError: The loss or its gradient became NaN/inf (the last good checkpoint is kept).
     """
     cfg = config if config is not None else UnlearningConfig()
     if cfg.method not in METHODS:

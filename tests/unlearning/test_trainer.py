@@ -164,6 +164,17 @@ def test_nan_loss_raises_divergence_and_keeps_last_good_checkpoint(tiny, forget,
     assert all(torch.isfinite(p).all() for p in tiny.hf_model.parameters())
 
 
+def test_nan_gradient_raises_before_the_update(tiny, forget, retain, monkeypatch):
+    def poison(self, model):
+        model.linear("up", 1).weight.grad[0, 0] = float("inf")
+
+    monkeypatch.setattr(GD, "after_backward", poison)
+    before = _weights(tiny)
+    with pytest.raises(DivergenceError, match="gradient norm is inf"):
+        unlearn(tiny, forget, retain, UnlearningConfig(method="gd", batch_size=5, threshold=-1.0), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(tiny)))
+
+
 # ----------------------------------------------------------------------------- errors
 
 
