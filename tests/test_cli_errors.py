@@ -1,0 +1,282 @@
+"""Bad input through the real command line: exit code 2, one ``error:`` line, nothing half-written.
+
+Each case runs ``python -m neuronscope.cli ...`` (the same ``main()`` the ``neuronscope``
+console script calls) in its own subprocess with ``HF_HUB_OFFLINE=1``; the cases run two at a
+time (module fixture), so selecting one test still runs them all. For every case the test checks:
+
+* exit code 2;
+* stderr, as a terminal shows it (text overdrawn with ``\\r`` dropped) and without progress-bar
+  lines, is exactly one line, starting with ``error:`` and naming the file / field / value;
+* no ``Traceback``;
+* no output file was written (or the existing run directory is unchanged).
+
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 900
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    expect: list[str]  # substrings of the error line (file / field / value)
+    outputs: list[str] = field(default_factory=list)  # paths (relative to the case dir) that must hold no file
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _rec(**kw) -> str:
+    return json.dumps(kw) + "\n"
+
+
+GOOD = _rec(question="What is the capital of France?", answer="Paris", false_options=["Rome", "Berlin"])
+
+CASES: dict[str, Case] = {
+    "missing file": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "missing.jsonl", "--out", "out/a.safetensors"],
+        ["missing.jsonl", "no such file"], ["out"],
+    ),
+    "malformed JSON line": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "malformed.jsonl", "--out", "out/a.safetensors"],
+        ["malformed.jsonl", "line 2", "malformed JSON"], ["out"],
+    ),
+    "record without an answer": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "no_answer.jsonl", "--out", "out/a.safetensors"],
+        ["no_answer.jsonl", "record 2", "field 'answer' is missing"], ["out"],
+    ),
+    "answer not among the options": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "not_among.jsonl", "--out", "out/a.safetensors"],
+        ["not_among.jsonl", "record 1", "field 'options'", "does not contain the answer 'Paris'"], ["out"],
+    ),
+    "duplicate options": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "duplicate.jsonl", "--out", "out/a.safetensors"],
+        ["duplicate.jsonl", "record 1", "field 'false_options'", "duplicate option 'Rome'"], ["out"],
+    ),
+    "empty data file": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "empty.jsonl", "--out", "out/a.safetensors"],
+        ["empty.jsonl", "file is empty"], ["out"],
+    ),
+    "empty forget split": Case(
+        ["attack", "--model", "tiny-llama", "--data", "empty_splits.json", "--out", "out"],
+        ["empty_splits.json", "field 'forget' is empty"], ["out"],
+    ),
+    "split too small for retain": Case(
+        ["unlearn", "--model", "tiny-llama", "--data", "three.jsonl", "--out", "out"],
+        ["split 'retain' is empty", "0.1 of 3 items"], ["out"],
+    ),
+    "p that selects no item": Case(
+        ["attack", "--model", "tiny-llama", "--p", "0", "--out", "out"],
+        ["p=0.0", "fraction must be in (0, 1)"], ["out"],
+    ),
+    "unknown model while offline": Case(
+        ["attribute", "--model", "no-such-org/no-such-model", "--data", "good.jsonl", "--out", "out/a.safetensors"],
+        ["no-such-org/no-such-model", "cannot load model"], ["out"],
+    ),
+    "architecture without a module map": Case(
+        ["attribute", "--model", "gpt2", "--data", "good.jsonl", "--out", "out/a.safetensors"],
+        ["gpt2", "GPT2LMHeadModel", "cannot map module types"], ["out"],
+    ),
+    "tokenizer does not match the model": Case(
+        ["attribute", "--model", "mismatch", "--data", "good.jsonl", "--out", "out/a.safetensors"],
+        ["mismatch", "tokenizer has 49152 tokens", "embedding has 100 rows"], ["out"],
+    ),
+    "sequence longer than the context": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "long.jsonl", "--out", "out/a.safetensors"],
+        ["tokens is longer than the context of tiny-llama (512 tokens)"], ["out"],
+    ),
+    "zero learning rate": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--lr", "0", "--out", "out"],
+        ["--lr", "learning rates > 0", "[0.0]"], ["out"],
+    ),
+    "negative learning rate": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--lr", "-1e-5", "--out", "out"],
+        ["--lr", "learning rates > 0", "-1e-05"], ["out"],
+    ),
+    "negative lambda": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "ssiuu", "--lam", "-0.1", "--out", "out"],
+        ["lam", "≥ 0", "-0.1"], ["out"],
+    ),
+    "unwritable output directory": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--out", "a_file/run"],
+        ["a_file/run", "cannot create output directory", "Not a directory"], [],
+    ),
+    "diverging loss": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--lr", "1e30", "--threshold", "-1", "--max-steps", "4",
+         "--checkpoint-every", "1", "--eval-splits", "forget", "--out", "out"],
+        ["gd: loss is", "(lr 1e+30)", "last good checkpoint", "out/train/checkpoint"], [],
+    ),
+    "demo into a finished run": Case(
+        ["demo", "--model", "tiny-llama", "--quick", "--out", "finished"],
+        ["finished", "already holds a finished run", "--overwrite"], [],
+    ),
+}
+
+
+MODEL_DIRS = ("gpt2", "mismatch")
+
+
+def _make_inputs(d: Path) -> None:
+    """The bad input files every case refers to (relative paths)."""
+    (d / "malformed.jsonl").write_text(GOOD + '{"question": "Who wrote Hamlet?", "answer": \n')
+    (d / "no_answer.jsonl").write_text(GOOD + _rec(question="Who wrote Hamlet?", false_options=["Dickens", "Tolstoy"]))
+    (d / "not_among.jsonl").write_text(_rec(question="What is the capital of France?", answer="Paris",
+                                            options=["Rome", "Berlin", "Madrid"]))
+    (d / "duplicate.jsonl").write_text(_rec(question="What is the capital of France?", answer="Paris",
+                                            false_options=["Rome", "Rome"]))
+    (d / "empty.jsonl").write_text("")
+    (d / "good.jsonl").write_text(GOOD)
+    (d / "three.jsonl").write_text("".join(
+        _rec(question=f"What is item {i}?", answer=f"A{i}", false_options=[f"B{i}", f"C{i}"]) for i in range(3)))
+    (d / "long.jsonl").write_text(_rec(question="Please answer this question. " * 150, answer="Paris",
+                                       false_options=["Rome", "Berlin"]))
+    (d / "empty_splits.json").write_text(json.dumps({"seed": 0, "splits": {"forget": [], "retain": [], "test": []}}))
+    (d / "a_file").write_text("a regular file, not a directory\n")
+    fin = d / "finished"
+    fin.mkdir()
+    (fin / "summary.json").write_text('{"done": true}\n')
+    (fin / "config.json").write_text('{"model": "tiny-llama"}\n')
+    (fin / "report.html").write_text("<html>finished</html>\n")
+
+
+def _make_models(d: Path) -> None:
+    """A saved tiny GPT-2 (fused QKV: no module map) and a Llama whose vocabulary is smaller than the tokenizer."""
+    import torch
+    import transformers
+
+    from neuronscope.models import default_tokenizer
+
+    tok = default_tokenizer()
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, n_positions=128, vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    gpt2.save_pretrained(d / "gpt2")
+    tok.save_pretrained(d / "gpt2")
+    small = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2))
+    small.save_pretrained(d / "mismatch")
+    tok.save_pretrained(d / "mismatch")
+
+
+def _command(case: Case) -> list[str]:
+    return [sys.executable, "-m", "neuronscope.cli", *case.argv]
+
+
+def _run(cmd: list[str], cwd: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **extra_env)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    """Every file under ``d`` (the shared, symlinked model directories excluded)."""
+    out = {}
+    for p in sorted(d.rglob("*")):
+        rel = p.relative_to(d)
+        if rel.parts[0] not in MODEL_DIRS and p.is_file():
+            out[str(rel)] = p.read_bytes()
+    return out
+
+
+def _case_dir(tmp_path_factory, name: str, inputs: Path, models: Path) -> Path:
+    d = tmp_path_factory.mktemp(name)
+    shutil.copytree(inputs, d, dirs_exist_ok=True)
+    for m in MODEL_DIRS:
+        (d / m).symlink_to(models / m, target_is_directory=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run every case (two at a time), each in a private copy of the input directory."""
+    inputs = tmp_path_factory.mktemp("cli_inputs")
+    _make_inputs(inputs)
+    models = tmp_path_factory.mktemp("cli_models")
+    _make_models(models)
+    dirs = {name: _case_dir(tmp_path_factory, f"case{i}", inputs, models) for i, name in enumerate(CASES)}
+    before = {name: _snapshot(d) for name, d in dirs.items()}
+    debug_dir = _case_dir(tmp_path_factory, "debug", inputs, models)
+    jobs = {name: (_command(c), dirs[name], c.env) for name, c in CASES.items()}
+    jobs["--debug"] = ([sys.executable, "-m", "neuronscope.cli", "--debug", *CASES["missing file"].argv], debug_dir, {})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run, *job) for name, job in jobs.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    return {"results": results, "dirs": dirs, "before": before}
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")
+
+
+def _rendered_lines(stderr: str) -> list[str]:
+    """stderr lines as a terminal shows them, progress bars left out.
+
+    Within a line, text before the last carriage return is overdrawn; tqdm bars (which on a
+    pipe may end up on lines of their own) are not messages.
+    """
+    lines = []
+    for raw in stderr.split("\n"):
+        shown = raw.rsplit("\r", 1)[-1].strip()
+        if shown and not _PROGRESS_BAR.search(shown):
+            lines.append(shown)
+    return lines
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gives_one_error_line_and_exit_code_2(runs, name):
+    case = CASES[name]
+    r = runs["results"][name]
+    d = runs["dirs"][name]
+    detail = f"{name}: rc {r.returncode}\nstderr:\n{r.stderr[-3000:]}\nstdout:\n{r.stdout[-1000:]}"
+    assert r.returncode == 2, detail
+    assert "Traceback" not in r.stderr, detail
+    lines = _rendered_lines(r.stderr)
+    assert len(lines) == 1, detail
+    line = lines[0]
+    assert line.startswith("error: "), detail
+    for s in case.expect:
+        assert s in line, f"{s!r} not in {line!r}"
+    # Nothing half-written: declared outputs hold no file, and no input changed.
+    for rel in case.outputs:
+        p = d / rel
+        assert not (p.is_file() or (p.is_dir() and any(x.is_file() for x in p.rglob("*")))), f"{name}: wrote {p}"
+    after = _snapshot(d)
+    if name == "diverging loss":
+        # The run stops at the bad step; the last good checkpoint stays, no result or model is written.
+        new = sorted(set(after) - set(runs["before"][name]))
+        assert "out/train/checkpoint/state.pt" in new and "out/train/checkpoint/model.safetensors" in new, new
+        assert not [k for k in new if k.endswith(("summary.json", "result.json", "history.json")) or "/model/" in k], new
+        assert not [k for k in new if Path(k).name.startswith(".") or k.endswith(".tmp")], new
+        after = {k: v for k, v in after.items() if k not in new}
+    assert after == runs["before"][name], f"{name}: files changed: {sorted(set(after) ^ set(runs['before'][name]))}"
+
+
+def test_console_script_runs_main():
+    """``main()`` turns errors into one line; the console script must call it, not the Typer app."""
+    root = Path(__file__).resolve().parents[1]
+    scripts = (root / "pyproject.toml").read_text().split("[project.scripts]", 1)[1].split("[", 1)[0]
+    assert re.search(r'^neuronscope\s*=\s*"neuronscope\.cli:main"\s*$', scripts, re.M), scripts
+    from neuronscope import cli
+
+    assert "main()" in (root / "neuronscope" / "cli.py").read_text().split('if __name__ == "__main__":', 1)[1]
+    assert callable(cli.main)
+
+
+def test_debug_shows_the_traceback(runs):
+    r = runs["results"]["--debug"]
+    assert r.returncode != 0
+    assert "Traceback (most recent call last)" in r.stderr
+    assert "DataError" in r.stderr or "NeuronscopeError" in r.stderr
+    assert "missing.jsonl: no such file" in r.stderr
