@@ -82,7 +82,7 @@ def test_fixed_partition_and_seeded_order():
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tiny_llama, forget, retain):
-    cfg = UnlearningConfig(method="gd", lr=1e-3, batch_size=2, max_epochs=1, threshold=-1.0)
+    cfg = UnlearningConfig(method="gd", lr=1e-3, batch_size=2, max_epochs=1, max_steps=2, threshold=-1.0)
     a, b, c = clone_model(tiny_llama), clone_model(tiny_llama), clone_model(tiny_llama)
     unlearn(a, forget, retain, cfg, progress=False)
     unlearn(b, forget, retain, cfg, progress=False)
@@ -99,9 +99,10 @@ def test_resume_after_kill_gives_the_same_final_weights(tiny_llama, forget, reta
         method="ssiuu", lr=1e-3, lam=1.0, ssiuu_target="logprob", batch_size=2, max_epochs=2,
         threshold=-1.0, checkpoint_every=2,
     )
+    forget = forget[:4]  # two forget batches, two epochs: 4 steps, checkpoints after steps 2 and 4
     ref = clone_model(tiny_llama)
     res_ref = unlearn(ref, forget, retain, cfg, progress=False)
-    assert res_ref.steps == 6 and any(h.get("ssiuu_penalty", 0) > 0 for h in res_ref.history)
+    assert res_ref.steps == 4 and any(h.get("ssiuu_penalty", 0) > 0 for h in res_ref.history)
 
     calls = {"n": 0}
     orig = SSIUU.after_step
@@ -109,7 +110,7 @@ def test_resume_after_kill_gives_the_same_final_weights(tiny_llama, forget, reta
     def killed(self, key):
         orig(self, key)
         calls["n"] += 1
-        if calls["n"] == 5:  # killed inside step 5, after its weight update (last checkpoint: step 4)
+        if calls["n"] == 3:  # killed inside step 3, after its weight update (last checkpoint: step 2)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(SSIUU, "after_step", killed)
@@ -117,14 +118,14 @@ def test_resume_after_kill_gives_the_same_final_weights(tiny_llama, forget, reta
         unlearn(clone_model(tiny_llama), forget, retain, cfg, run_dir=tmp_path, progress=False)
     monkeypatch.setattr(SSIUU, "after_step", orig)
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
-    assert state["state"]["step"] == 4 and set(state["method"]["cache"]) == {0, 1, 2}
+    assert state["state"]["step"] == 2 and set(state["method"]["cache"]) == {0, 1}
 
     resumed = clone_model(tiny_llama)  # the initial model, as the caller passes it again
     res = unlearn(resumed, forget, retain, cfg, run_dir=tmp_path, progress=False)
-    assert res.steps == 6
+    assert res.steps == 4
     assert all(torch.equal(x, y) for x, y in zip(_weights(ref), _weights(resumed)))
     assert _strip(res.history) == _strip(res_ref.history)
-    assert json.loads((tmp_path / "result.json").read_text())["steps"] == 6
+    assert json.loads((tmp_path / "result.json").read_text())["steps"] == 4
     assert UnlearningConfig.load(tmp_path / "config.json") == cfg
 
 
