@@ -227,6 +227,7 @@ def unlearn(
     known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
     eval_splits: str = typer.Option("forget,retain,test", help="Splits scored after unlearning (FS, RS)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints in OUT."),
+    overwrite: bool = typer.Option(False, help="Replace a finished run in OUT (refused otherwise)."),
     dtype: Optional[str] = typer.Option(None, help="Model dtype (default: the config file's runtime, else float32)."),
     device: Optional[str] = typer.Option(None, help="Torch device (default: the config file's runtime, else cpu)."),
 ) -> None:
@@ -237,7 +238,7 @@ def unlearn(
                      seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
-                       split_seed=split_seed, known_only=known_only, resume=resume,
+                       split_seed=split_seed, known_only=known_only, resume=resume, overwrite=overwrite,
                        dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
                        eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
     scores = ", ".join(f"{k} {100 * s[k]:.1f}%" for k in ("FS", "RS_retain", "RS_test") if k in s)

@@ -8,6 +8,7 @@ save the model (``save_pretrained``), the config, the history and a summary into
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +34,7 @@ def run_unlearning(
     device: str = "cpu",
     progress: bool = True,
     resume: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Unlearn the forget split of a FaithUn-format set and save everything into ``out``.
 
@@ -52,6 +54,8 @@ def run_unlearning(
         dtype / device: Model precision and device.
         progress: Progress bars.
         resume: Continue from checkpoints in ``out``.
+        overwrite: Replace a finished run in ``out`` (one with ``summary.json``); without it
+            such a directory is refused, so a finished model is never overwritten by accident.
 
     Returns:
         The summary written to ``summary.json``: method, model, lr, reached, steps, epochs,
@@ -68,6 +72,10 @@ def run_unlearning(
         if name not in _SPLIT_KEYS:
             raise NeuronscopeError(f"eval_splits: unknown split {name!r} (expected forget, retain, test)")
     out = Path(out)
+    if (out / "summary.json").exists():
+        if not overwrite:
+            raise NeuronscopeError(f"{out}: output directory already holds a finished run (use --overwrite)")
+        shutil.rmtree(out)
     try:  # fail before loading a model when the output cannot be written
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
