@@ -14,6 +14,8 @@ of the HF linear's output rows, exactly as in :mod:`neuronscope.attribution`.
   that output row (and bias entry) of the module's weight.
 * ``mean`` ablation sets it to its mean activation over a reference set of token positions
   (:func:`activation_means`), removing the input-dependent signal but keeping the offset.
+* ``patch`` (:func:`patch`) sets it to the value another model (e.g. the model before
+  unlearning) computes on the same input: activation patching.
 
 Ablation is a context manager over bridge forward hooks, so anything that runs the bridge
 inside it — :func:`neuronscope.evaluation.mcqa_evaluate`, :func:`neuronscope.attribution.attribute`,
@@ -128,6 +130,86 @@ def ablate(
         yield groups
 
 
+@contextlib.contextmanager
+def patch(model: HookedModel, source: HookedModel, neurons: Iterable) -> Iterator[dict[ModuleKey, list[int]]]:
+    """Activation patching: ``neurons`` of ``model`` take the values ``source`` computes on the same input.
+
+    For every forward pass of ``model`` inside the block (``model.bridge(...)`` or a direct call of
+    its HF decoder, as in :mod:`neuronscope.evaluation`), ``source``'s decoder first runs on the
+    same inputs (ids, attention mask, position ids), and the chosen neurons' outputs of ``model`` are replaced by
+    ``source``'s at every position. With ``source`` the model before unlearning and ``neurons``
+    the spurious unlearning neurons, this restores exactly those neurons to their pre-unlearning
+    behaviour — the sharpest test of whether they hide the knowledge.
+
+    Args:
+        model: The patched model (e.g. unlearned θ').
+        source: A model with the same architecture (e.g. the base model θ).
+        neurons: As in :func:`ablate`.
+
+    Yields:
+        The patched neurons grouped per module.
+
+    Raises:
+        NeuronscopeError: Different architectures, neurons outside the model, or incremental
+            decoding with a KV cache (HF ``generate``).
+    """
+    groups = group_neurons(model, neurons)
+    if source is model or source.bridge is model.bridge:
+        raise NeuronscopeError("patch: the source must be another model (patching a model from itself is a no-op)")
+    if source.arch.to_dict() != model.arch.to_dict():
+        raise NeuronscopeError("patch: source and model have different architectures")
+    cache: dict[ModuleKey, Tensor] = {}
+    index = {k: torch.tensor(v, dtype=torch.long) for k, v in groups.items()}
+
+    def capture(key: ModuleKey):
+        def hook(act: Tensor, hook) -> None:
+            cache[key] = act.reshape(act.shape[0], act.shape[1], -1)[..., index[key].to(act.device)].detach()
+
+        return hook
+
+    def to_source(x):
+        return x.to(source.device) if isinstance(x, Tensor) else x
+
+    def pre_hook(module, args, kwargs):
+        # The decoder (HF base model) is what every forward path runs — model.bridge(...),
+        # evaluation's direct decoder calls with 4-D masks and position ids — so the source
+        # replays exactly the same inputs.
+        if kwargs.get("past_key_values") is not None or kwargs.get("use_cache"):
+            raise NeuronscopeError("patch: incremental decoding (KV cache, e.g. generate) is not supported")
+        cache.clear()
+        fwd = [(source.hook_name(*k), capture(k)) for k in groups]
+        with torch.no_grad(), source.bridge.hooks(fwd_hooks=fwd):
+            source.hf_model.base_model(*[to_source(a) for a in args], **{k: to_source(v) for k, v in kwargs.items()})
+
+    def post_hook(module, args, output):
+        cache.clear()
+
+    def replace(key: ModuleKey):
+        def hook(act: Tensor, hook) -> Tensor:
+            if key not in cache:
+                raise NeuronscopeError("patch: a forward pass bypassed the decoder's pre-hook")
+            shape = act.shape
+            flat = act.reshape(shape[0], shape[1], -1).clone()
+            value = cache[key]
+            if value.shape[:2] != flat.shape[:2]:
+                raise NeuronscopeError("patch: activation shapes differ between source and model")
+            flat[..., index[key].to(act.device)] = value.to(device=act.device, dtype=act.dtype)
+            return flat.reshape(shape)
+
+        return hook
+
+    decoder = model.hf_model.base_model
+    h_pre = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    h_post = decoder.register_forward_hook(post_hook)
+    try:
+        with model.bridge.hooks(fwd_hooks=[(model.hook_name(*k), replace(k)) for k in groups]):
+            yield groups
+    finally:
+        h_pre.remove()
+        h_post.remove()
+        cache.clear()
+
+
 @torch.no_grad()
 def activation_means(
     model: HookedModel,
@@ -206,8 +288,9 @@ def ablation_sweep(
     ranked_neurons: Sequence,
     counts: Sequence[int],
     *,
-    mode: Mode = "zero",
+    mode: Literal["zero", "mean", "patch"] = "zero",
     means: Mapping[ModuleKey, Tensor] | None = None,
+    source: HookedModel | None = None,
     control_seed: int | None = 0,
     option_seed: int = 0,
 ) -> dict[str, list]:
@@ -218,7 +301,8 @@ def ablation_sweep(
         items: FaithUn-format items (typically the forget set).
         ranked_neurons: Neurons, most important first (e.g. ``var.top_neurons("-", 200)``).
         counts: Numbers of top neurons to ablate (0 = no ablation).
-        mode / means: As in :func:`ablate`.
+        mode / means: As in :func:`ablate`; ``mode="patch"`` uses :func:`patch` from ``source``.
+        source: The model patched from (``mode="patch"``).
         control_seed: Also ablate a random same-module control set of the same size
             (:func:`random_neurons_like`); None skips the control.
         option_seed: MCQA option order seed.
@@ -228,16 +312,24 @@ def ablation_sweep(
     """
     from neuronscope.evaluation import mcqa_evaluate
 
+    if mode == "patch" and source is None:
+        raise NeuronscopeError("ablation_sweep: mode 'patch' needs a source model")
+
+    def intervene(chosen):
+        if mode == "patch":
+            return patch(model, source, chosen)
+        return ablate(model, chosen, mode=mode, means=means)
+
     out: dict[str, list] = {"count": [], "accuracy": [], "control_accuracy": []}
     for c in counts:
         chosen = list(ranked_neurons[:c])
-        with ablate(model, chosen, mode=mode, means=means):
+        with intervene(chosen):
             acc = mcqa_evaluate(model, items, option_seed=option_seed).accuracy
         out["count"].append(int(c))
         out["accuracy"].append(acc)
         if control_seed is not None:
             ctrl = random_neurons_like(model, chosen, seed=control_seed) if c else []
-            with ablate(model, ctrl, mode=mode, means=means):
+            with intervene(ctrl):
                 out["control_accuracy"].append(mcqa_evaluate(model, items, option_seed=option_seed).accuracy)
     if control_seed is None:
         del out["control_accuracy"]

@@ -118,3 +118,39 @@ def test_neuron_validation_and_controls(tiny_llama):
     assert len(ctrl) == len(NEURONS) and not set(ctrl) & set(NEURONS)
     assert {(t, layer) for t, layer, _ in ctrl} == {(t, layer) for t, layer, _ in NEURONS}
     assert ctrl == random_neurons_like(tiny_llama, NEURONS, seed=0)
+
+
+def test_patch_restores_source_activations(tiny_llama):
+    """Patching every attention-output and MLP-output neuron of every layer from a source model that
+    shares embeddings, final norm and unembedding makes the residual stream — hence the logits —
+    exactly the source's."""
+    from neuronscope.ablation import patch
+
+    target = tiny_llama
+    source = _copy(target)
+    with torch.no_grad():
+        for t, layer in source.arch.modules():
+            source.linear(t, layer).weight.mul_(1.5).add_(0.01)
+    batch = encode_qa(target.tokenizer, QS, ANS)
+    own, src = _logits(target, batch), _logits(source, batch)
+    assert float((own - src).abs().max()) > 1e-2
+    every = [(t, layer, i) for layer in range(target.arch.n_layers) for t in ("o", "down")
+             for i in range(target.arch.n_neurons(t))]
+    with patch(target, source, every):
+        got = _logits(target, batch)
+    torch.testing.assert_close(got, src, rtol=0, atol=1e-10)
+    torch.testing.assert_close(_logits(target, batch), own, rtol=0, atol=0)  # hooks removed
+    # a subset: equals zeroing nothing else; q neurons patched through the [b, pos, heads, d_head] view
+    with patch(target, source, [("q", 0, 5)]):
+        part = _logits(target, batch)
+    assert 0 < float((part - own).abs().max())
+    with patch(target, source, []):
+        torch.testing.assert_close(_logits(target, batch), own, rtol=0, atol=0)
+    with pytest.raises(NeuronscopeError, match="another model"):
+        with patch(target, target, [("q", 0, 5)]):
+            pass
+    items = [QAItem(f"i{j}", q, a, ("Rome", "Mars")) for j, (q, a) in enumerate(zip(QS, ANS))]
+    sweep = ablation_sweep(target, items, every, [0, len(every)], mode="patch", source=source, control_seed=None)
+    assert sweep["accuracy"][0] == mcqa_evaluate(target, items).accuracy
+    assert sweep["accuracy"][1] == mcqa_evaluate(source, items).accuracy
+    assert "control_accuracy" not in sweep
