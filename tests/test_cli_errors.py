@@ -122,6 +122,10 @@ CASES: dict[str, Case] = {
         ["demo", "--model", "tiny-llama", "--quick", "--out", "finished"],
         ["finished", "already holds a finished run", "--overwrite"], [],
     ),
+    "unlearn into a finished run": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--out", "finished"],
+        ["finished", "already holds a finished run", "--overwrite"], [],
+    ),
 }
 
 
