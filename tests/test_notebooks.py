@@ -69,6 +69,11 @@ def test_spurious_neurons_notebook(kernel, tmp_path, monkeypatch):
     k = s["ablate_k"]["k"]
     if k in ab["count"]:
         assert s["ablate_k"]["forget"] == pytest.approx(ab["accuracy"][ab["count"].index(k)])
+    # the patch sweep with 0 neurons is the unlearned model; the context-manager runs match the sweeps
+    for sw in s["sweeps"].values():
+        assert sw["accuracy"][0] == pytest.approx(s["forget_after"])
+    if k in s["sweeps"]["patch"]["count"]:
+        assert s["patch_k"]["forget"] == pytest.approx(s["sweeps"]["patch"]["accuracy"][s["sweeps"]["patch"]["count"].index(k)])
     # both attribution targets were computed on the same forget items
     assert len(s["prob_target"]["p_before"]) == len(s["prob_target"]["p_after"]) == 8
     # figures were produced (plotly outputs) and the token-level inspection printed its neuron
