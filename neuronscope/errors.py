@@ -40,7 +40,8 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         is_dir: Create the temporary path as a directory (for ``save_pretrained``).
 
     Raises:
-        NeuronscopeError: The parent directory cannot be created or written.
+        NeuronscopeError: The parent directory cannot be created or written, or ``path``
+            cannot be replaced (e.g. a file is to be written where a directory is).
     """
     final = Path(path)
     try:
@@ -59,9 +60,12 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         # a plain open()/mkdir() would have had under the current umask.
         if tmp.exists():
             os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
-        if is_dir and final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            if is_dir and final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except OSError as exc:  # e.g. the output path is an existing directory (or a file, for is_dir)
+            raise NeuronscopeError(f"{final}: cannot write ({exc.strerror})") from None
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
