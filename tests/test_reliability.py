@@ -395,6 +395,17 @@ def test_unwritable_output_directory_is_one_line_error(tmp_path):
         with atomic_path(blocker / "dir", is_dir=True):
             pass
     assert blocker.read_text() == "not a directory"
+    # The output path is an existing directory (or, for a directory output, a file).
+    taken = tmp_path / "taken"
+    (taken / "inside").mkdir(parents=True)
+    with pytest.raises(NeuronscopeError) as exc:
+        write_text_atomic(taken, "report")
+    assert "\n" not in str(exc.value) and str(taken) in str(exc.value)
+    with pytest.raises(NeuronscopeError):
+        with atomic_path(blocker, is_dir=True) as tmp:
+            (tmp / "weights").write_text("w")
+    assert (taken / "inside").is_dir() and blocker.read_text() == "not a directory"
+    assert _no_temp_files(tmp_path)
 
 
 def test_successful_writes_leave_no_temporary_files(model, tmp_path):
