@@ -11,6 +11,7 @@ from neuronscope.prompts import REFUSAL, chat_prompt
 from neuronscope.unlearning import UnlearningConfig, unlearn
 from neuronscope.unlearning.losses import (
     DPO,
+    answer_logprobs,
     GA,
     GD,
     NLL,
@@ -23,7 +24,7 @@ from neuronscope.unlearning.losses import (
     residual,
     rmu_direction,
 )
-from neuronscope.prompts import encode_qa
+from neuronscope.prompts import encode_qa, mean_nll, sequence_logprob
 
 
 def _token_logprobs(model, question: str, answer: str) -> list[float]:
@@ -167,3 +168,15 @@ def test_rmu_updates_only_down_proj_of_layers_l_minus_2_to_l(tiny, forget, retai
     unlearn(tiny, forget, retain, cfg, progress=False)
     changed = {id(p) for p, b in zip(params, before) if not torch.equal(p, b)}
     assert changed == {id(tiny.linear("down", 0).weight), id(tiny.linear("down", 1).weight)}
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+def test_answer_logprobs_equal_full_forward(name, request, forget):
+    model = request.getfixturevalue(name)
+    b = encode_qa(model.tokenizer, [i.question for i in forget], [i.answer for i in forget])
+    with torch.no_grad():
+        logits = model.bridge(b.input_ids, attention_mask=b.attention_mask)
+        lp = answer_logprobs(model, b)
+    assert torch.allclose(lp.seq, sequence_logprob(logits, b), rtol=1e-10, atol=1e-10)
+    assert lp.nll.item() == pytest.approx(mean_nll(logits, b).item(), rel=1e-10)
+    assert lp.tok.shape[0] == int(b.target_mask.sum())
