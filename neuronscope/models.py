@@ -365,6 +365,12 @@ def load_model(
         # The GGUF carries a quantization_config; the weights are already dequantised floats.
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config
+        # ...and transformers would otherwise refuse save_pretrained ("quantized with gguf").
+        for attr in ("hf_quantizer", "quantization_method"):
+            if getattr(hf, attr, None) is not None:
+                setattr(hf, attr, None)
+        if getattr(hf, "is_quantized", False):
+            hf.is_quantized = False
         hub_name = _DEFAULT_HF_NAME
     elif key in TINY_MODELS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
