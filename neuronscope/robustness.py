@@ -29,6 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from neuronscope.attacks import BENIGN_LRS, HARMFUL_LRS
 from neuronscope.errors import ConfigError, NeuronscopeError, write_json_atomic
 from neuronscope.tables import ResultsTable, TableRow
 
@@ -215,14 +216,16 @@ class RobustnessConfig:
         if harmful:
             h = harmful[0]
             parts.append(
-                f"harmful attack: lr {{{', '.join(f'{x:g}' for x in h.lrs)}}}, {h.epochs} epoch{'s' if h.epochs > 1 else ''}, "
-                f"FS on the disjoint remainder after every {'epoch' if h.eval_every == 'epoch' else f'{h.eval_every} steps'}"
+                f"harmful attack: lr {_grid(h.lrs)}, {h.epochs} epoch{'s' if h.epochs > 1 else ''}, "
+                f"FS on the disjoint remainder after every {_every(h.eval_every)}"
+                + _paper_diff(h.lrs, HARMFUL_LRS, len(h.seeds))
             )
         if benign:
             b = benign[0]
             parts.append(
-                f"benign attack: {b.n_alpaca} Alpaca-format items, lr {{{', '.join(f'{x:g}' for x in b.lrs)}}}, "
+                f"benign attack: {b.n_alpaca} Alpaca-format items, lr {_grid(b.lrs)}, "
                 f"{b.epochs} epoch{'s' if b.epochs > 1 else ''}, FS after every {_every(b.eval_every)}"
+                + _paper_diff(b.lrs, BENIGN_LRS, len(b.seeds), b.n_alpaca)
             )
         else:
             parts.append("benign attack not run")
@@ -239,6 +242,22 @@ class RobustnessConfig:
             parts.append(f"unlearning lr {u['lr']:g}, early stop at FS ≤ {u.get('threshold', 0.33)}")
         text = "; ".join(parts)
         return f"{text}; {self.note}" if self.note else text
+
+
+def _grid(lrs) -> str:
+    return "{" + ", ".join(f"{x:g}" for x in lrs) + "}"
+
+
+def _paper_diff(lrs, paper_lrs, n_seeds: int, n_items: int | None = None) -> str:
+    """`` (reduced from the paper's ...)`` when the attack grid is smaller than paper §6.2.2."""
+    diffs = []
+    if tuple(lrs) != tuple(paper_lrs):
+        diffs.append(f"lr {_grid(paper_lrs)}")
+    if n_seeds < 3:
+        diffs.append("3 seeds")
+    if n_items is not None and n_items != 1000:
+        diffs.append("1,000 items")
+    return f" (paper: {', '.join(diffs)})" if diffs else ""
 
 
 def _every(ev) -> str:
