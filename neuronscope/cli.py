@@ -365,7 +365,10 @@ def main() -> None:
     from neuronscope.errors import NeuronscopeError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        # With standalone_mode=False click returns (not raises) the code of typer.Exit.
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except NeuronscopeError as exc:
         if _STATE["debug"]:
             raise
