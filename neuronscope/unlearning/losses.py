@@ -7,7 +7,8 @@ training loop for all of them.
 
 Formulas (``NLL`` is the token-averaged answer negative log-likelihood of
 :func:`neuronscope.prompts.mean_nll`, in nats/token; ``log π(y|x)`` is the sequence
-log-probability of :func:`neuronscope.prompts.sequence_logprob`):
+log-probability of :func:`neuronscope.prompts.sequence_logprob`; both are computed by
+:func:`answer_logprobs`, which unembeds only the answer positions):
 
 * **GA** (Jang et al., 2022): ``L = −NLL(forget)``.
 * **GD** (Maini et al., 2024): ``L = −NLL(forget) + w_r · NLL(retain)``.
@@ -260,8 +261,10 @@ class Method:
         """The scalar loss of one step and its named terms (floats, for the history)."""
         raise NotImplementedError
 
-    def after_backward(self, model: HookedModel) -> None:
-        """Hook between ``backward()`` and the optimiser step (e.g. gradient masks)."""
+    def after_backward(self, model: HookedModel) -> float | None:
+        """Hook between ``backward()`` and the optimiser step (gradient masks, gradients added in
+        closed form); may return a loss term (float) computed there, added to the recorded loss."""
+        return None
 
     def after_step(self, key: int | None) -> None:
         """Hook after the optimiser step (e.g. cache updates)."""

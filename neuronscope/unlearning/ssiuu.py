@@ -39,7 +39,7 @@ The cache holds one copy of the attributed weights per forget batch
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from jaxtyping import Float
@@ -195,13 +195,67 @@ def first_order_step(
     return total, out_grads, attrs, n_sel
 
 
+class WeightGradTap:
+    """Per-linear weight gradients of a *reweighted* objective, collected during another backward.
+
+    Rows of a batch do not interact in a transformer, so the gradient reaching any activation of
+    row s is proportional to that row's cotangent at the output. If the loss being
+    backpropagated gives every answer token of row s the cotangent ``u_s`` and we want the weight
+    gradient of an objective whose cotangent is ``v_s`` (here ``∂ΣP/∂log p = P_s`` against
+    ``∂(−NLL)/∂log p = 1/T``), then for each linear ``W``::
+
+        ∂objective/∂W = Σ_{s,k} (v_s/u_s) · δ_{s,k} x_{s,k}ᵀ
+
+    with ``δ`` the gradient of the loss at the linear's output and ``x`` its input. The tap
+    records ``x`` in a forward hook and forms this product in a tensor hook on the output: the
+    chain of input gradients is shared with the ordinary backward, and only one extra
+    weight-gradient matmul per linear is paid (instead of a second full backward pass).
+
+    Attributes:
+        scale: ``Float[Tensor, "batch"]`` the ratios ``v_s/u_s``; set before ``backward()``.
+        grads: The collected ``∂objective/∂W`` per module (None until the backward reaches it).
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
+        self.scale: Tensor | None = None
+        self.grads: list[Tensor | None] = [None] * len(self.modules)
+        self._handles: list = []
+
+    def __enter__(self) -> "WeightGradTap":
+        self._handles = [m.register_forward_hook(self._forward_hook(j)) for j, m in enumerate(self.modules)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _forward_hook(self, j: int):
+        def hook(mod, inputs, out):
+            if not isinstance(out, Tensor) or not out.requires_grad:
+                return
+            x = inputs[0].detach()
+
+            def on_grad(grad: Tensor) -> None:
+                s = self.scale.to(device=grad.device, dtype=grad.dtype).reshape(-1, *([1] * (grad.dim() - 1)))
+                gw = (grad * s).reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+                self.grads[j] = gw if self.grads[j] is None else self.grads[j] + gw
+
+            out.register_hook(on_grad)
+
+        return hook
+
+
 class SSIUU(GD):
     """GD + λ · Eq. 3 regulariser (see the module docstring for every decision).
 
     The exact variant puts the penalty into the autograd graph (double backward). The
-    first-order variant computes the penalty's gradient in closed form
-    (:func:`first_order_step`) and adds ``λ ·`` it to the weights' gradients after the backward
-    pass; the loss value still includes ``λ · penalty``.
+    first-order variant needs ``g = ∂P/∂θ`` only as a constant: a :class:`WeightGradTap`
+    collects it during the ordinary backward pass of the GD loss, then the penalty and its
+    closed-form gradient (:func:`first_order_step`) are computed and ``λ ·`` that gradient is
+    added to the weights' gradients before the optimiser step (the loss value recorded in the
+    history includes ``λ · penalty``).
     """
 
     name = "ssiuu"
@@ -210,33 +264,39 @@ class SSIUU(GD):
         super().__init__(config)
         self.cache: dict[int, list[Tensor]] = {}
         self._pending: tuple[int | None, list[Tensor]] | None = None
-        self._extra_grads: list[tuple[Tensor, Tensor]] = []
+        self._fo: dict[str, Any] | None = None
 
     def loss(self, model, forget, retain, key):
         cfg = self.config
         terms: dict[str, float] = {}
         bf = encode_items(model, forget)
-        lp = answer_logprobs(model, bf)
+        self._fo = None
+        self._pending = None
+        if cfg.lam > 0 and cfg.ssiuu_grad == "first_order":
+            types = [t for t in model.arch.module_types if t in cfg.ssiuu_modules]
+            keys = [(t, layer) for layer in range(model.arch.n_layers) for t in types]
+            tap = WeightGradTap([model.linear(t, layer) for t, layer in keys])
+            with tap:
+                lp = answer_logprobs(model, bf)
+            n_tok = lp.tok.numel()
+            # cotangent ratio per row: ∂ΣP/∂log p_tok = P_s (or 1 for log P) against 1/T from −NLL
+            per_row = lp.seq.detach().exp() if cfg.ssiuu_target == "prob" else torch.ones_like(lp.seq.detach())
+            tap.scale = per_row * n_tok
+            self._fo = {"key": key, "tap": tap, "weights": attributed_weights(model, cfg.ssiuu_modules), "terms": terms}
+        else:
+            lp = answer_logprobs(model, bf)
         nll_f = lp.nll
         terms["nll_forget"] = float(nll_f.detach())
         loss = -nll_f
-        if cfg.lam > 0:
+        if cfg.lam > 0 and self._fo is None:
             logp = lp.seq
             objective = logp.exp().sum() if cfg.ssiuu_target == "prob" else logp.sum()
             weights = attributed_weights(model, cfg.ssiuu_modules)
             prev = self.cache.get(key) if key is not None else None
-            self._extra_grads = []
-            if cfg.ssiuu_grad == "first_order" and prev is not None:
-                grads, _ = parameter_attribution(objective, weights, create_graph=False)
-                value, pgrads, cur, n_sel = first_order_step(weights, grads, prev, cfg.ssiuu_granularity)
-                self._extra_grads = list(zip(weights, pgrads))
-                pen = torch.tensor(value, dtype=loss.dtype, device=loss.device)  # constant: gradient added after backward
-            else:
-                pen, cur, n_sel = ssiuu_regulariser(
-                    objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
-                )
-            dtype = getattr(torch, cfg.ssiuu_cache_dtype) if cfg.ssiuu_cache_dtype else None
-            self._pending = (key, [c.to(dtype) if dtype is not None else c for c in cur])
+            pen, cur, n_sel = ssiuu_regulariser(
+                objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
+            )
+            self._pending = (key, self._to_cache(cur))
             terms["ssiuu_penalty"] = float(pen.detach()) if pen is not None else 0.0
             terms["ssiuu_negative"] = n_sel
             if pen is not None:
@@ -246,13 +306,34 @@ class SSIUU(GD):
             loss = loss + cfg.retain_weight * nll_r
         return loss, terms
 
-    def after_backward(self, model):
-        for w, g in self._extra_grads:
-            if w.grad is None:
-                w.grad = self.config.lam * g
-            else:
-                w.grad.add_(g, alpha=self.config.lam)
-        self._extra_grads = []
+    def _to_cache(self, cur: list[Tensor]) -> list[Tensor]:
+        dtype = getattr(torch, self.config.ssiuu_cache_dtype) if self.config.ssiuu_cache_dtype else None
+        return [c.to(dtype) if dtype is not None else c for c in cur]
+
+    def after_backward(self, model) -> float | None:
+        fo, self._fo = self._fo, None
+        if fo is None:
+            return None
+        cfg = self.config
+        grads = fo["tap"].grads
+        if any(g is None for g in grads):
+            raise RuntimeError("ssiuu: the backward pass did not reach every attributed linear")
+        weights, key = fo["weights"], fo["key"]
+        prev = self.cache.get(key) if key is not None else None
+        if prev is None:  # first visit: A_prev := A_θ^t, penalty and gradient 0
+            cur = [w.detach() * g for w, g in zip(weights, grads)]
+            value, n_sel = 0.0, sum(int(negative_set(a, cfg.ssiuu_granularity).sum()) for a in cur)
+        else:
+            value, pgrads, cur, n_sel = first_order_step(weights, grads, prev, cfg.ssiuu_granularity)
+            for w, g in zip(weights, pgrads):
+                if w.grad is None:
+                    w.grad = cfg.lam * g
+                else:
+                    w.grad.add_(g, alpha=cfg.lam)
+        self._pending = (key, self._to_cache(cur))
+        fo["terms"]["ssiuu_penalty"] = value
+        fo["terms"]["ssiuu_negative"] = n_sel
+        return cfg.lam * value
 
     def after_step(self, key):
         if self._pending is not None and self._pending[0] is not None:

@@ -269,6 +269,9 @@ def train_step(
 ) -> tuple[float, dict[str, float]]:
     """One optimiser step of the loop: loss → backward → method hook → step → method hook.
 
+    ``method.after_backward`` may return a loss contribution computed after the backward pass
+    (first-order SSIUU's penalty), which is added to the recorded loss value.
+
     Returns:
         ``(loss value, loss terms + "grad_norm")`` (the L2 norm of all trainable gradients).
 
@@ -282,7 +285,11 @@ def train_step(
         raise DivergenceError(f"loss is {lv}")
     loss.backward()
     del loss
-    method.after_backward(model)
+    extra = method.after_backward(model)
+    if extra:
+        lv += float(extra)
+        if not math.isfinite(lv):
+            raise DivergenceError(f"loss is {lv}")
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
     if grads:
         norm = float(torch.nn.utils.get_total_norm(grads))

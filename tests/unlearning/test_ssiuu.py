@@ -224,8 +224,8 @@ def test_ssiuu_second_visit_penalty_uses_cached_attribution(tiny, forget, retain
 
 @pytest.mark.parametrize("granularity", ["row", "element"])
 def test_closed_form_first_order_step_equals_autograd(tiny, forget, retain, granularity):
-    """The trainer's first-order path (closed-form gradient added after backward) equals
-    differentiating GD + λ·penalty with ∂P/∂θ detached."""
+    """The trainer's first-order path (∂P/∂θ tapped from the GD backward, closed-form penalty
+    gradient added after it) equals differentiating GD + λ·penalty with ∂P/∂θ detached."""
     _with_grad(tiny)
     cfg = UnlearningConfig(method="ssiuu", lam=0.7, ssiuu_grad="first_order", ssiuu_target="logprob",
                            ssiuu_granularity=granularity)
@@ -241,15 +241,21 @@ def test_closed_form_first_order_step_equals_autograd(tiny, forget, retain, gran
     for p in params:
         p.grad = None
     loss.backward()
-    m.after_backward(tiny)
+    extra = m.after_backward(tiny)
     got = [None if p.grad is None else p.grad.clone() for p in params]
+    m.after_step(0)
+    # the gradient collected by the tap is ∂P/∂θ (to float32 rounding: HF's RMSNorm computes in
+    # float32 even in a float64 model, and the two computations round differently)
+    for c, w, g in zip(m.cache[0], ws, g0):
+        ref = w.detach() * g
+        assert torch.allclose(c, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
 
     for p in params:
         p.grad = None
     ref_loss, _ = GD(cfg).loss(tiny, forget[:2], retain[:2], 0)
     pen = ssiuu_regulariser(_tiny_objective(tiny, forget[:2]), ws, prev, granularity=granularity, exact=False)[0]
     (ref_loss + 0.7 * pen).backward()
-    assert loss.item() == pytest.approx((ref_loss + 0.7 * pen).item(), rel=1e-9)
-    assert terms["ssiuu_penalty"] == pytest.approx(pen.item(), rel=1e-9)
+    assert loss.item() + extra == pytest.approx((ref_loss + 0.7 * pen).item(), rel=1e-6)
+    assert terms["ssiuu_penalty"] == pytest.approx(pen.item(), rel=1e-6)
     for p, g in zip(params, got):
-        assert (g is None and p.grad is None) or torch.allclose(g, p.grad, rtol=1e-8, atol=1e-14)
+        assert (g is None and p.grad is None) or torch.allclose(g, p.grad, rtol=1e-5, atol=1e-6 * float(p.grad.abs().max()))
