@@ -8,8 +8,9 @@ of ``--batch-size`` embedded FaithUn QA pairs each, ``backward()``, AdamW step, 
 Variants:
 
 * ``gd`` — ``−NLL(forget) + NLL(retain)``;
-* ``ssiuu_first_order`` — GD + λ·Eq. 3 with ∂P/∂θ treated as a constant (one extra backward
-  pass for ∂P/∂θ over the q,k,v,o,gate,up,down weights);
+* ``ssiuu_first_order`` — GD + λ·Eq. 3 with ∂P/∂θ treated as a constant (∂P/∂θ over the
+  q,k,v,o,gate,up,down weights is tapped from the GD backward: one extra weight-gradient
+  matmul per linear, then the penalty and its closed-form gradient);
 * ``ssiuu_exact`` — GD + λ·Eq. 3 differentiated through ∂P/∂θ (double backward).
 
 SSIUU is timed in its steady state: the forget batch has been visited before, so the cached
@@ -17,6 +18,14 @@ A_θ^{t−1} exists and the penalty is active (at a batch's first visit SSIUU co
 extra ∂P/∂θ pass). Variants run interleaved (round-robin) after one warm-up round; reported
 are the median wall and CPU (``process_time``) seconds per step and the median of the
 per-round paired ratios. Goals: exact ≤ 2×, first-order ≤ 1.3× the GD step.
+
+Last run (``--repeats 3 --threads 1``, 2-core machine shared with other jobs):
+
+    variant              wall s/step   cpu s/step   ratio (paired median)   peak RSS above start
+    gd                        17.45        10.53     1.00× wall,  1.00× cpu       1266 MiB
+    ssiuu_first_order         18.40        12.21     1.05× wall,  1.19× cpu       1731 MiB
+    ssiuu_exact               32.88        21.72     2.00× wall,  2.06× cpu       3373 MiB
+    SSIUU cache: 405 MiB per forget batch
 
 Memory: the peak resident set size of each variant's step above the resident size before it
 (``VmHWM`` reset through ``/proc/self/clear_refs``; the script re-executes itself with
