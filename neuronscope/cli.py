@@ -225,6 +225,8 @@ def unlearn(
     data: Optional[str] = typer.Option(None, help="FaithUn-format file (default: the embedded fact set)."),
     split_seed: int = typer.Option(0, help="Seed of the forget/retain/test split."),
     known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
+    known_candidates: Optional[int] = typer.Option(None, help="With --known-only: score only this many sampled facts."),
+    splits: Optional[Path] = typer.Option(None, help="Reuse the splits.json of an earlier run (same split for every method)."),
     eval_splits: str = typer.Option("forget,retain,test", help="Splits scored after unlearning (FS, RS)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints in OUT."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in OUT (refused otherwise)."),
@@ -238,7 +240,8 @@ def unlearn(
                      seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
-                       split_seed=split_seed, known_only=known_only, resume=resume, overwrite=overwrite,
+                       split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, splits_file=splits,
+                       resume=resume, overwrite=overwrite,
                        dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
                        eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
     scores = ", ".join(f"{k} {100 * s[k]:.1f}%" for k in ("FS", "RS_retain", "RS_test") if k in s)

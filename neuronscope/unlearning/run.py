@@ -8,6 +8,7 @@ save the model (``save_pretrained``), the config, the history and a summary into
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +30,8 @@ def run_unlearning(
     data: str | os.PathLike | None = None,
     split_seed: int = 0,
     known_only: bool = False,
+    known_candidates: int | None = None,
+    splits_file: str | os.PathLike | None = None,
     eval_splits: Sequence[str] = ("forget", "retain", "test"),
     dtype: str = "float32",
     device: str = "cpu",
@@ -49,7 +52,13 @@ def run_unlearning(
             (paper §6.1); None = ``config.lr`` only.
         data: FaithUn-format file (default: the embedded fact set).
         split_seed: Seed of the forget/retain/test split.
-        known_only: Draw the forget set only from facts the base model answers correctly.
+        known_only: Draw the forget set only from facts the base model answers correctly
+            (MCQA likelihood, SPEC §10).
+        known_candidates: With ``known_only``, score only this many items (a seeded sample) to
+            find the known facts, instead of the whole set (cheaper on a CPU).
+        splits_file: A ``splits.json`` written by an earlier run: reuse its forget / retain /
+            test item ids (the same split for every method; overrides ``split_seed`` and
+            ``known_only``).
         eval_splits: Splits scored after unlearning (FS = forget, RS = retain/test).
         dtype / device: Model precision and device.
         progress: Progress bars.
@@ -82,10 +91,17 @@ def run_unlearning(
         raise NeuronscopeError(f"{out}: cannot create output directory ({exc.strerror})") from None
     items = load_faithun(data) if data is not None else load_faithun()
     # Split first when the split does not depend on the model: bad fractions fail fast.
-    splits = None if known_only else split_faithun(items, seed=split_seed)
+    if splits_file is not None:
+        splits = _read_splits(splits_file, items)
+    else:
+        splits = None if known_only else split_faithun(items, seed=split_seed)
     base = load_model(model, dtype=dtype, device=device)
+    pool = None
     if splits is None:
-        pool = mcqa_evaluate(base, items, progress=progress, desc="known facts").correct_ids()
+        candidates = list(items)
+        if known_candidates is not None and known_candidates < len(candidates):
+            candidates = random.Random(f"known-{split_seed}").sample(candidates, known_candidates)
+        pool = mcqa_evaluate(base, candidates, progress=progress, desc="known facts").correct_ids()
         splits = split_faithun(items, seed=split_seed, forget_pool=pool)
     if lrs:
         best, result = lr_search(
@@ -116,10 +132,29 @@ def run_unlearning(
         "initial_FS": result.initial_forget_score,
         **scores,
         "splits": {k: len(getattr(splits, k)) for k in ("forget", "retain", "test")},
+        "known_pool": len(pool) if pool is not None else None,
         "lr_grid": list(lrs) if lrs else None,
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _read_splits(path: str | os.PathLike, items):
+    import json
+
+    from neuronscope.data import FaithUnSplits
+
+    p = Path(path)
+    if not p.exists():
+        raise NeuronscopeError(f"{p}: splits file not found")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise NeuronscopeError(f"{p}: not valid JSON (line {exc.lineno})") from None
+    splits = FaithUnSplits.from_dict(raw.get("splits", raw) if isinstance(raw, dict) else {}, items)
+    if not splits.forget:
+        raise NeuronscopeError(f"{p}: field 'forget' is empty")
+    return splits
 
 
 def resolve_config(

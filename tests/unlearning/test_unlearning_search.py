@@ -129,3 +129,22 @@ def test_cli_unlearn_writes_model_config_history(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(reloaded.hf_model.parameters(), base.hf_model.parameters()))
     bad = CliRunner().invoke(app, ["unlearn", "--method", "gd", "--model", "tiny-llama", "--out", str(tmp_path / "x"), "--lr", "0"])
     assert bad.exit_code != 0
+
+
+def test_cli_known_only_and_reused_splits(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuronscope.cli import app
+
+    common = ["unlearn", "--method", "ga", "--model", "tiny-llama", "--lr", "1e-4", "--max-steps", "1",
+              "--threshold=-1", "--eval-splits", "forget"]
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--known-only", "--known-candidates", "15"])
+    assert r.exit_code == 0, r.output
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    split_a = json.loads((tmp_path / "a" / "splits.json").read_text())["splits"]
+    assert 0 < a["known_pool"] <= 15 and a["splits"]["forget"] == min(32, a["known_pool"])
+    assert a["initial_FS"] == 1.0  # the forget split holds only facts the base model answers correctly
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--splits", str(tmp_path / "a" / "splits.json")])
+    assert r.exit_code == 0, r.output
+    split_b = json.loads((tmp_path / "b" / "splits.json").read_text())["splits"]
+    assert split_b == split_a
