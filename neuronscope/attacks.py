@@ -444,29 +444,10 @@ def _default_finetune() -> FinetuneFn:
 
 
 def _default_clone(model):
-    """A fresh copy of the unlearned model (:func:`neuronscope.models.clone_model`).
-
-    Falls back to rebuilding the bridge over a plain HF copy of the weights
-    (:func:`neuronscope.utility.plain_hf_copy`) where ``clone_model`` cannot re-boot a bridge
-    over an already bridged HF model.
-    """
-    from neuronscope.errors import ModelError
+    """A fresh copy of the unlearned model (:func:`neuronscope.models.clone_model`)."""
     from neuronscope.models import clone_model
 
-    try:
-        return clone_model(model)
-    except ModelError:
-        return rebuild_model(model)
-
-
-def rebuild_model(model):
-    """A new :class:`~neuronscope.models.HookedModel` over a plain HF copy of ``model``'s weights."""
-    from neuronscope.models import HookedModel, _boot_bridge, _hub_name_of, resolve_architecture
-    from neuronscope.utility import plain_hf_copy
-
-    hf = plain_hf_copy(model)
-    bridge = _boot_bridge(_hub_name_of(model), hf, model.tokenizer, model.device)
-    return HookedModel(bridge=bridge, tokenizer=model.tokenizer, arch=resolve_architecture(bridge), name=model.name)
+    return clone_model(model)
 
 
 def _steps_from_history(history: Any, n_evals: int) -> list[int] | None:
