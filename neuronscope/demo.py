@@ -53,6 +53,11 @@ class DemoConfig:
             the CPU demo short; None = all.
         utility_limit: US on the first N items of the shipped utility set; None = all.
         threads: torch CPU threads (0 = torch default).
+        targets: Attribution targets for D̃± (SPEC §5): ``"prob"`` = P(y|x) as in paper Eq. 1
+            (the first target is the primary one: correlation and the headline table), and
+            ``"logprob"`` = log P(y|x). Both are reported because after unlearning the answer
+            probability of a small model can collapse towards 0, which shrinks every
+            probability attribution with it (see the report's note).
     """
 
     model: str = "smollm2-135m-instruct"
@@ -72,6 +77,7 @@ class DemoConfig:
     test_limit: int | None = 60
     utility_limit: int | None = 30
     threads: int = 0
+    targets: tuple[str, ...] = ("prob", "logprob")
 
 
 class _Stages:
@@ -113,6 +119,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
     out = Path(out)
     cfg_dict = asdict(config)
     cfg_dict["methods"] = list(config.methods)
+    cfg_dict["targets"] = list(config.targets)
+    if not config.targets or any(t not in ("prob", "logprob") for t in config.targets):
+        raise NeuronscopeError(f"targets: expected 'prob' and/or 'logprob', got {list(config.targets)}")
     if out.exists() and (out / "summary.json").exists():
         if not overwrite:
             raise NeuronscopeError(f"{out}: run directory already holds a finished run (use --overwrite)")
@@ -201,25 +210,35 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
 
     # 3. attribution and influence variation ---------------------------------------------------
     qs, ans = [i.question for i in splits.forget], [i.answer for i in splits.forget]
-    acfg = AttributionConfig(batch_size=config.batch_size)
     attr_dir = out / "attributions"
-    attrs = {}
     from neuronscope.attribution import NeuronAttribution
 
-    for name, m in [("default", base), *unlearned.items()]:
-        path = attr_dir / f"{name}.safetensors"
-        if path.exists():
-            attrs[name] = NeuronAttribution.load(path)
-        else:
-            _log(f"attribution (Eq. 1) of {name} on the forget set")
-            attrs[name] = attribute(m, qs, ans, acfg, progress=progress)
-            attrs[name].meta["model"] = name
-            attrs[name].save(path)
-    variations = {}
-    for method in unlearned:
-        var = influence_variation(attrs["default"], attrs[method], label=method.upper())
-        var.save(out / "influence" / f"{method}.safetensors")
-        variations[method.upper()] = var
+    variations_by_target: dict[str, dict] = {}
+    attrs_by_target: dict[str, dict] = {}
+    for target in config.targets:
+        tcfg = AttributionConfig(batch_size=config.batch_size, target=target)
+        suffix = "" if target == "prob" else f".{target}"
+        attrs_t = {}
+        for name, m in [("default", base), *unlearned.items()]:
+            path = attr_dir / f"{name}{suffix}.safetensors"
+            if path.exists():
+                attrs_t[name] = NeuronAttribution.load(path)
+            else:
+                _log(f"attribution (Eq. 1, target {target}) of {name} on the forget set")
+                attrs_t[name] = attribute(m, qs, ans, tcfg, progress=progress)
+                attrs_t[name].meta["model"] = name
+                attrs_t[name].save(path)
+        vars_t = {}
+        for method in unlearned:
+            var = influence_variation(attrs_t["default"], attrs_t[method], label=method.upper())
+            var.save(out / "influence" / f"{method}{suffix}.safetensors")
+            vars_t[method.upper()] = var
+        attrs_by_target[target] = attrs_t
+        variations_by_target[target] = vars_t
+    primary = config.targets[0]
+    acfg = AttributionConfig(batch_size=config.batch_size, target=primary)
+    attrs = attrs_by_target[primary]
+    variations = variations_by_target[primary]
     t = tick("attribution", t)
 
     # 4. logit lens ----------------------------------------------------------------------------
@@ -240,7 +259,12 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
         "accuracy": evals,
         "unlearning": {k: {kk: v[kk] for kk in ("reached", "steps", "epochs", "seconds_per_step", "lr")}
                        for k, v in histories.items()},
+        "attribution_target": primary,
         "influence_top100": {k: v.summary(100) for k, v in variations.items()},
+        "influence_top100_by_target": {t: {k: v.summary(100) for k, v in vs.items()}
+                                       for t, vs in variations_by_target.items()},
+        "answer_probability": {name: {"mean": float(a.target_value.mean()), "median": float(a.target_value.median())}
+                               for name, a in attrs_by_target.get("prob", {}).items()},
         "logit_lens": lens_results,
         "harmful_attack": attack_results,
         "attribution_correlation": correlations,
@@ -249,7 +273,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, overwrite: bool = False, pr
     table = _results_table(config, evals, attack_results)
     table_paths = table.save(out, stem="results_table")
     summary["results_table"] = {k: str(v) for k, v in table_paths.items()}
-    report_path = _write_report(out, config, summary, variations, histories, lens_results, attack_results, table)
+    report_path = _write_report(out, config, summary, variations_by_target, histories, lens_results, attack_results, table)
     timings["report"] = round(time.time() - t, 1)
     timings["total"] = round(time.time() - t0, 1)
     summary_path = write_json_atomic(out / "summary.json", summary)
@@ -349,7 +373,7 @@ def _results_table(config: DemoConfig, evals: dict, attack_results: dict | None)
     return table_from_rows(rows, title="neuronscope demo results (Table 1 layout)", note=note)
 
 
-def _write_report(out, config, summary, variations, histories, lens_results, attack_results, table) -> Path:
+def _write_report(out, config, summary, variations_by_target, histories, lens_results, attack_results, table) -> Path:
     from neuronscope.plots import cumulative_figure
     from neuronscope.report import HTMLReport
 
@@ -373,15 +397,25 @@ def _write_report(out, config, summary, variations, histories, lens_results, att
             [[k.upper(), f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], v["seconds_per_step"]]
              for k, v in summary["unlearning"].items()])
     r.heading("Influence variation: erased or hidden? (Fig. 3)")
-    r.table(["method", "Σ top-100 D̃+", "Σ top-100 D̃−", "D̃− / D̃+"],
-            [[k, v["sum_top_d_plus"], v["sum_top_d_minus"], v["minus_over_plus"]]
-             for k, v in summary["influence_top100"].items()], fmt="{:.4g}")
+    r.table(["attribution target", "method", "Σ top-100 D̃+", "Σ top-100 D̃−", "D̃− / D̃+"],
+            [[t, k, v["sum_top_d_plus"], v["sum_top_d_minus"], v["minus_over_plus"]]
+             for t, per in summary["influence_top100_by_target"].items() for k, v in per.items()], fmt="{:.4g}")
     r.text("D̃− > D̃+ means negative influence grew more than positive influence fell: knowledge "
            "hidden behind spurious unlearning neurons rather than erased.", note=True)
-    r.figure(cumulative_figure(variations, m=1000))
+    if summary.get("answer_probability"):
+        r.text("Mean P(answer | question) on the forget set (the scale of 'prob' attributions): "
+               + ", ".join(f"{k} {v['mean']:.3g}" for k, v in summary["answer_probability"].items())
+               + ". Attributions to P(y|x) scale with P(y|x) itself, so where unlearning drives it "
+               "towards 0 every D̃ of the unlearned model shrinks with it; the log-probability target "
+               "(units: nats) is free of that scale.", note=True)
+    for target, variations in variations_by_target.items():
+        r.text(f"Cumulative top-m influence variation, target {target}:")
+        r.figure(cumulative_figure(variations, m=1000))
     r.heading("Influence variation per module and layer (Fig. 5)")
-    for var in variations.values():
-        r.figure(var.plot_heatmap(top=100))
+    for target, variations in variations_by_target.items():
+        for var in variations.values():
+            r.text(f"{var.meta.get('label', '')}, target {target}:")
+            r.figure(var.plot_heatmap(top=100))
     if lens_results:
         r.heading("Logit lens (Fig. 4)")
         from neuronscope.lens import LogitLensResult, lens_figure

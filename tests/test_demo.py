@@ -1,0 +1,110 @@
+"""``neuronscope demo`` end to end on the tiny random Llama (quick configuration).
+
+Checks the summary against independent recomputation from the files the demo wrote: the
+influence sums from the saved attributions (Eq. 4–5 by hand), the base model's forget accuracy
+by re-scoring the forget split, and resumption from the stage cache.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from neuronscope.attribution import NeuronAttribution
+from neuronscope.demo import DemoConfig, run_demo
+from neuronscope.errors import NeuronscopeError
+
+
+def _config(**kw) -> DemoConfig:
+    base = dict(model="tiny-llama", quick=True, max_epochs=2, known_candidates=40, test_limit=10,
+                utility_limit=6, attack_epochs=1, lr={"gd": 1e-3, "ssiuu": 1e-3})
+    base.update(kw)
+    return DemoConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    res = run_demo(_config(), out, progress=False)
+    return out, res
+
+
+def _top_sum(x: torch.Tensor, m: int) -> float:
+    return float(torch.sort(x.flatten(), descending=True).values[:m].sum())
+
+
+def test_demo_writes_report_summary_and_table(demo_run) -> None:
+    out, res = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert res["report"].exists() and res["summary"].exists()
+    html = res["report"].read_text()
+    for heading in ("Table 1 layout", "Fig. 3", "Fig. 5", "Logit lens", "relearning attack", "target logprob"):
+        assert heading in html
+    assert set(summary["accuracy"]) == {"default", "gd", "ssiuu"}
+    assert set(summary["influence_top100_by_target"]) == {"prob", "logprob"}
+    assert summary["attribution_target"] == "prob"
+    assert summary["influence_top100"] == summary["influence_top100_by_target"]["prob"]
+    for suffix in ("csv", "md", "html"):
+        assert (out / f"results_table.{suffix}").exists()
+    assert summary["timings_s"]["total"] > 0
+    assert json.loads((out / "config.json").read_text())["targets"] == ["prob", "logprob"]
+
+
+@pytest.mark.parametrize("target,suffix", [("prob", ""), ("logprob", ".logprob")])
+def test_demo_influence_matches_saved_attributions(demo_run, target: str, suffix: str) -> None:
+    """Σ top-100 D̃± recomputed by hand (Eq. 4–5, App. A clipping) from the saved attribution files."""
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    before = NeuronAttribution.load(out / "attributions" / f"default{suffix}.safetensors")
+    assert before.meta["config"]["target"] == target
+    for method in ("gd", "ssiuu"):
+        after = NeuronAttribution.load(out / "attributions" / f"{method}{suffix}.safetensors")
+        # SPEC §6: D+ = mean_i[max A_θ − max(max A_θ', 0)], D− = mean_i[min A_θ − min A_θ'], clipped after the mean
+        d_plus = torch.cat([(before.max[k] - after.max[k].clamp(min=0)).mean(0).clamp(min=0) for k in before.max])
+        d_minus = torch.cat([(before.min[k] - after.min[k]).mean(0).clamp(min=0) for k in before.min])
+        got = summary["influence_top100_by_target"][target][method.upper()]
+        assert got["sum_top_d_plus"] == pytest.approx(_top_sum(d_plus, 100), rel=1e-5, abs=1e-12)
+        assert got["sum_top_d_minus"] == pytest.approx(_top_sum(d_minus, 100), rel=1e-5, abs=1e-12)
+
+
+def test_demo_base_forget_accuracy_is_recomputable(demo_run) -> None:
+    """The reported base FS equals re-scoring the forget split with the (seeded) base model."""
+    from neuronscope.data import load_faithun, split_faithun
+    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.models import load_model
+
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    known = json.loads((out / "stages" / "base_known.json").read_text())
+    items = load_faithun()[:60]
+    splits = split_faithun(items, seed=0, forget_pool=set(known["correct_ids"]) if len(known["correct_ids"]) >= 3 else None)
+    base = load_model("tiny-llama", seed=0)
+    acc = mcqa_evaluate(base, splits.forget, progress=False).accuracy
+    assert summary["accuracy"]["default"]["forget"] == pytest.approx(acc)
+    assert summary["splits"]["forget"] == len(splits.forget)
+
+
+def test_demo_refuses_a_finished_run_and_resumes_stages(demo_run, tmp_path) -> None:
+    out, _ = demo_run
+    with pytest.raises(NeuronscopeError, match="finished run"):
+        run_demo(_config(), out, progress=False)
+    # a run whose summary is gone resumes from the cached stages and reproduces the summary
+    import shutil
+
+    copy = tmp_path / "resumed"
+    shutil.copytree(out, copy)
+    first = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").unlink()
+    again = run_demo(_config(), copy, progress=False)["summary_data"]
+    assert again["accuracy"] == first["accuracy"]
+    assert again["influence_top100_by_target"] == first["influence_top100_by_target"]  # reloaded from the saved files
+    # resumed stages skip unlearning: the cached unlearning stage is reused as-is
+    assert again["unlearning"] == first["unlearning"]
+
+
+def test_demo_rejects_unknown_target(tmp_path) -> None:
+    with pytest.raises(NeuronscopeError, match="targets"):
+        run_demo(_config(targets=("nats",)), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
