@@ -108,3 +108,14 @@ def test_demo_rejects_unknown_target(tmp_path) -> None:
     with pytest.raises(NeuronscopeError, match="targets"):
         run_demo(_config(targets=("nats",)), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_demo_reports_the_ssiuu_penalty_weight(demo_run) -> None:
+    """mean λ·penalty in the summary = λ × the mean of the per-step penalties in the training history."""
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    hist = json.loads((out / "stages" / "unlearn_ssiuu.json").read_text())["history"]
+    pens = [h["ssiuu_penalty"] for h in hist if h.get("ssiuu_penalty") is not None]
+    assert pens, "SSIUU history records its penalty"
+    assert summary["unlearning"]["ssiuu"]["mean_lambda_penalty"] == pytest.approx(1e-3 * sum(pens) / len(pens))
+    assert "mean_lambda_penalty" not in summary["unlearning"]["gd"]
