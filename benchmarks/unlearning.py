@@ -19,12 +19,12 @@ extra ∂P/∂θ pass). Variants run interleaved (round-robin) after one warm-up
 are the median wall and CPU (``process_time``) seconds per step and the median of the
 per-round paired ratios. Goals: exact ≤ 2×, first-order ≤ 1.3× the GD step.
 
-Last run (``--repeats 3 --threads 1``, 2-core machine shared with other jobs):
+Last run (2026-11-29, ``--repeats 5 --threads 2``, quiet 2-core machine):
 
     variant              wall s/step   cpu s/step   ratio (paired median)   peak RSS above start
-    gd                        17.45        10.53     1.00× wall,  1.00× cpu       1266 MiB
-    ssiuu_first_order         18.40        12.21     1.05× wall,  1.19× cpu       1731 MiB
-    ssiuu_exact               32.88        21.72     2.00× wall,  2.06× cpu       3373 MiB
+    gd                         6.70        13.26     1.00× wall,  1.00× cpu       1265 MiB
+    ssiuu_first_order          7.45        14.63     1.10× wall,  1.09× cpu       1729 MiB
+    ssiuu_exact               12.95        25.63     2.00× wall,  2.00× cpu       3372 MiB
     SSIUU cache: 405 MiB per forget batch
 
 Memory: the peak resident set size of each variant's step above the resident size before it
