@@ -73,6 +73,12 @@ class UnlearningConfig:
             28-layer Llama-3.2-3B scaled to the model depth; 8 for 30-layer SmolLM2).
         rmu_c: RMU steering coefficient c (20).
         rmu_alpha: RMU retain weight α (searched in {20, 50, 100, 150, 200, 300}).
+        rmu_skip_template: Leave the chat template's shared prefix (system prompt, user header)
+            out of both RMU terms. Those positions are identical for every forget and retain
+            item, so their residuals are too (causal attention): the forget term (→ c·u) and the
+            retain term (→ frozen residual) contradict each other there, and the first token's
+            massive activation dominates the MSE. Measured on SmolLM2 (24 of ~38 prompt
+            tokens shared): with the prefix included RMU did not move FS in 48 steps at lr ≤ 1e-3.
         klue_fraction: Fraction of FFN neurons KLUE updates (0.10).
         klue_alpha: KLUE superficial-knowledge regularisation weight α (10).
         klue_n: KLUE number N of superficial (mismatched) questions per forget item (5).
@@ -96,6 +102,7 @@ class UnlearningConfig:
     rmu_layer: int | None = None
     rmu_c: float = 20.0
     rmu_alpha: float = 100.0
+    rmu_skip_template: bool = True
     klue_fraction: float = 0.10
     klue_alpha: float = 10.0
     klue_n: int = 5
@@ -179,6 +186,8 @@ class UnlearningConfig:
         choice("stop_metric", ("accuracy", "rouge"))
         choice("eval_mode", ("likelihood", "generate"))
         choice("optimizer", ("adamw", "sgd"))
+        if not isinstance(self.rmu_skip_template, bool):
+            raise ConfigError(f"rmu_skip_template: must be true or false, got {self.rmu_skip_template!r}")
         if not isinstance(self.klue_unforgotten, bool):
             raise ConfigError(f"klue_unforgotten: must be true or false, got {self.klue_unforgotten!r}")
 

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from neuronscope.errors import ConfigError
@@ -89,6 +89,20 @@ def dpo_loss(
     """
     margin = (logp_w - ref_logp_w) - (logp_l - ref_logp_l)
     return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
+def template_prefix_length(tokenizer) -> int:
+    """Number of leading tokens every chat-templated QA prompt shares (system prompt, user header).
+
+    Found as the common token prefix of two prompts whose questions differ in their first
+    character, so it is exact for any chat template. 0 when nothing is shared.
+    """
+    a = encode_qa(tokenizer, ["Alpha?"], ["x"]).input_ids[0].tolist()
+    b = encode_qa(tokenizer, ["Zulu?"], ["x"]).input_ids[0].tolist()
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def masked_mse(
@@ -418,6 +432,7 @@ class RMU(Method):
         self.layer: int | None = config.rmu_layer
         self.u: Tensor | None = None
         self.ref: dict[str, Tensor] = {}  # retain item id -> [n_tokens, d_model] frozen residual
+        self.skip: int = 0  # positions of the shared chat-template prefix left out of the MSE
 
     def _layers(self, model: HookedModel) -> list[int]:
         return list(range(max(0, self.layer - 2), self.layer + 1))
@@ -431,6 +446,7 @@ class RMU(Method):
         if state:
             self.load_state_dict(state)
             return
+        self.skip = template_prefix_length(model.tokenizer) if self.config.rmu_skip_template else 0
         self.u = rmu_direction(model.arch.d_model, self.config.seed)
         bs = self.config.batch_size
         with torch.no_grad():
@@ -450,7 +466,7 @@ class RMU(Method):
         bf = encode_items(model, forget)
         hf = _fp(residual(model, bf, self.layer))
         control = cfg.rmu_c * self.u.to(device=hf.device, dtype=hf.dtype)
-        lf = masked_mse(hf, control, bf.attention_mask.bool())
+        lf = masked_mse(hf, control, self._mask(bf))
         terms["rmu_forget"] = float(lf.detach())
         loss = lf
         if retain and cfg.rmu_alpha > 0:
@@ -460,13 +476,21 @@ class RMU(Method):
             for i, it in enumerate(retain):
                 r = self.ref[it.id]
                 ref[i, : r.shape[0]] = r.to(ref.dtype)
-            lr_ = masked_mse(hr, ref, br.attention_mask.bool())
+            lr_ = masked_mse(hr, ref, self._mask(br))
             terms["rmu_retain"] = float(lr_.detach())
             loss = lf + cfg.rmu_alpha * lr_
         return loss, terms
 
+    def _mask(self, batch: TokenBatch) -> Bool[Tensor, "batch pos"]:
+        mask = batch.attention_mask.bool()
+        if self.skip:
+            pos = torch.arange(mask.shape[1], device=mask.device)
+            mask = mask & (pos >= self.skip).unsqueeze(0)
+        return mask
+
     def state_dict(self):
-        return {"layer": self.layer, "u": self.u, "ref": self.ref}
+        return {"layer": self.layer, "u": self.u, "ref": self.ref, "skip": self.skip}
 
     def load_state_dict(self, state):
         self.layer, self.u, self.ref = state["layer"], state["u"], state["ref"]
+        self.skip = int(state.get("skip", 0))

@@ -145,11 +145,16 @@ def test_rmu_loss_matches_hidden_states(tiny, forget, retain):
     m.setup(tiny, {0: forget[:2]}, retain)
     u = rmu_direction(tiny.arch.d_model, 5, torch.float64)
     loss, terms = m.loss(tiny, forget[:2], retain[:2], 0)
-    # independent: a plain PyTorch hook on the HF decoder layer l, per example, unpadded
+    # independent: a plain PyTorch hook on the HF decoder layer l, per example, unpadded, with
+    # the shared chat-template prefix (found by comparing two prompts token by token) left out
+    a = encode_qa(tiny.tokenizer, [forget[0].question], [forget[0].answer]).input_ids[0]
+    b = encode_qa(tiny.tokenizer, [forget[1].question], [forget[1].answer]).input_ids[0]
+    skip = int((a[: min(len(a), len(b))] == b[: min(len(a), len(b))]).long().cumprod(0).sum())
+    assert m.skip == skip > 0
     sq, n = 0.0, 0
     for it in forget[:2]:
         ids = encode_qa(tiny.tokenizer, [it.question], [it.answer]).input_ids
-        h = _layer_output(tiny, ids, 1)[0].double()
+        h = _layer_output(tiny, ids, 1)[0, skip:].double()
         sq += float(((h - 3.0 * u) ** 2).sum())
         n += h.shape[0] * h.shape[1]
     assert terms["rmu_forget"] == pytest.approx(sq / n, rel=1e-6)
@@ -159,6 +164,22 @@ def test_rmu_loss_matches_hidden_states(tiny, forget, retain):
     b = encode_qa(tiny.tokenizer, [forget[0].question], [forget[0].answer])
     with torch.no_grad():
         assert torch.allclose(residual(tiny, b, 0), _layer_output(tiny, b.input_ids, 0), atol=1e-6)
+
+
+def test_rmu_without_template_skip_uses_every_token(tiny, forget, retain):
+    """``rmu_skip_template=False``: the MSE runs over every real token (the plain RMU formula)."""
+    cfg = UnlearningConfig(method="rmu", rmu_layer=1, rmu_c=3.0, rmu_alpha=7.0, seed=5, rmu_skip_template=False)
+    m = RMU(cfg)
+    m.setup(tiny, {0: forget[:2]}, retain)
+    assert m.skip == 0
+    u = rmu_direction(tiny.arch.d_model, 5, torch.float64)
+    _, terms = m.loss(tiny, forget[:2], retain[:2], 0)
+    sq, n = 0.0, 0
+    for it in forget[:2]:
+        h = _layer_output(tiny, encode_qa(tiny.tokenizer, [it.question], [it.answer]).input_ids, 1)[0].double()
+        sq += float(((h - 3.0 * u) ** 2).sum())
+        n += h.shape[0] * h.shape[1]
+    assert terms["rmu_forget"] == pytest.approx(sq / n, rel=1e-6)
 
 
 def test_rmu_updates_only_down_proj_of_layers_l_minus_2_to_l(tiny, forget, retain):
