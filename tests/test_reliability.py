@@ -30,7 +30,7 @@ import torch
 from neuronscope.ablation import activation_means, ablate
 from neuronscope.attacks import draw_attack_items
 from neuronscope.attribution import AttributionConfig, NeuronAttribution, attribute
-from neuronscope.data import QAItem, load_faithun, split_faithun
+from neuronscope.data import load_faithun, split_faithun
 from neuronscope.errors import DivergenceError, NeuronscopeError, atomic_path, write_json_atomic, write_text_atomic
 from neuronscope.evaluation import mcqa_evaluate
 from neuronscope.lens import logit_lens, logit_lens_report
@@ -38,17 +38,7 @@ from neuronscope.models import clone_model, hf_state_dict, load_model
 from neuronscope.unlearning import UnlearningConfig, unlearn
 from neuronscope.unlearning.trainer import METHODS
 
-FORGET = [
-    QAItem("f0", "What is the capital of France?", "Paris", ("Rome", "Berlin"), "France"),
-    QAItem("f1", "Who wrote Hamlet?", "Shakespeare", ("Dickens", "Tolstoy"), "Hamlet"),
-    QAItem("f2", "Which planet is the largest?", "Jupiter", ("Mars", "Venus"), "Jupiter"),
-    QAItem("f3", "What is the capital of Japan?", "Tokyo", ("Seoul", "Beijing"), "Japan"),
-]
-RETAIN = [
-    QAItem("r0", "What is the capital of Italy?", "Rome", ("Paris", "Madrid"), "Italy"),
-    QAItem("r1", "Which ocean is the largest?", "Pacific", ("Atlantic", "Indian"), "Pacific"),
-    QAItem("r2", "What is the capital of Spain?", "Madrid", ("Lisbon", "Rome"), "Spain"),
-]
+from factories import FORGET, RETAIN  # noqa: E402
 QS = [it.question for it in FORGET]
 AS = [it.answer for it in FORGET]
 

@@ -23,22 +23,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from neuronscope.data import QAItem
 from neuronscope.errors import ConfigError
 from neuronscope.models import hf_state_dict, load_model
 from neuronscope.unlearning import UnlearningConfig, unlearn
 
-FORGET = [
-    QAItem("f0", "What is the capital of France?", "Paris", ("Rome", "Berlin"), "France"),
-    QAItem("f1", "Who wrote Hamlet?", "Shakespeare", ("Dickens", "Tolstoy"), "Hamlet"),
-    QAItem("f2", "Which planet is the largest?", "Jupiter", ("Mars", "Venus"), "Jupiter"),
-    QAItem("f3", "What is the capital of Japan?", "Tokyo", ("Seoul", "Beijing"), "Japan"),
-]
-RETAIN = [
-    QAItem("r0", "What is the capital of Italy?", "Rome", ("Paris", "Madrid"), "Italy"),
-    QAItem("r1", "Which ocean is the largest?", "Pacific", ("Atlantic", "Indian"), "Pacific"),
-    QAItem("r2", "What is the capital of Spain?", "Madrid", ("Lisbon", "Rome"), "Spain"),
-]
+from factories import FORGET, RETAIN  # noqa: E402
 # 4 forget items in batches of 2: 2 steps per epoch, 4 steps; never stops early.
 CONFIG = dict(method="ssiuu", lr=1e-3, lam=1.0, max_epochs=2, batch_size=2, checkpoint_every=2, threshold=-1.0, seed=3)
 TOTAL_STEPS = 4
