@@ -347,6 +347,24 @@ SMOL_Q = RAGGED_Q + ["Which country is Albert Einstein from?"]
 SMOL_A = RAGGED_A + ["Germany"]
 
 
+def _assert_batch_equals_one_by_one(model, cfg, *, target_rtol: float, rel: float, scaled: float):
+    """Attribute SMOL_Q/SMOL_A as one padded batch and one sample at a time; assert they agree.
+
+    Per module: ``|a − b| ≤ rel·|b| + scaled·max|b|`` for max, min and any kept per-token
+    attributions; P(y|x) to ``target_rtol``. Returns the batched result.
+    """
+    together = attribute(model, SMOL_Q, SMOL_A, cfg, progress=False)
+    for i in range(len(SMOL_Q)):
+        alone = attribute(model, SMOL_Q[i : i + 1], SMOL_A[i : i + 1], cfg, progress=False)
+        torch.testing.assert_close(together.target_value[i], alone.target_value[0], rtol=target_rtol, atol=0)
+        for key in together.keys:
+            _assert_close_scaled(together.max[key][i], alone.max[key][0], rel, scaled, f"max {key} sample {i}")
+            _assert_close_scaled(together.min[key][i], alone.min[key][0], rel, scaled, f"min {key} sample {i}")
+        for key in together.tokens:
+            _assert_close_scaled(together.tokens[key][i], alone.tokens[key][0], rel, scaled, f"tokens {key} sample {i}")
+    return together
+
+
 def _assert_close_scaled(actual, expected, rtol, scale_frac, what):
     """|actual − expected| ≤ rtol·|expected| + scale_frac·max|expected| (per module)."""
     tol = rtol * expected.abs() + scale_frac * expected.abs().max()
@@ -379,15 +397,8 @@ def test_smollm2_padded_batch_equals_one_by_one():
     210 modules (measured: 5e-15)."""
     model = load_model("smollm2-135m-instruct", dtype=torch.float64)
     cfg = AttributionConfig(batch_size=4, keep_tokens=("k.29",))
-    together = attribute(model, SMOL_Q, SMOL_A, cfg, progress=False)
+    together = _assert_batch_equals_one_by_one(model, cfg, target_rtol=1e-12, rel=1e-9, scaled=1e-9)
     assert len(together.keys) == 210
-    for i in range(len(SMOL_Q)):
-        alone = attribute(model, SMOL_Q[i : i + 1], SMOL_A[i : i + 1], cfg, progress=False)
-        torch.testing.assert_close(together.target_value[i], alone.target_value[0], rtol=1e-12, atol=0)
-        for key in together.keys:
-            _assert_close_scaled(together.max[key][i], alone.max[key][0], 1e-9, 1e-9, f"max {key} sample {i}")
-            _assert_close_scaled(together.min[key][i], alone.min[key][0], 1e-9, 1e-9, f"min {key} sample {i}")
-        _assert_close_scaled(together.tokens[("k", 29)][i], alone.tokens[("k", 29)][0], 1e-9, 1e-9, f"tokens sample {i}")
 
 
 @pytest.mark.slow
@@ -396,10 +407,4 @@ def test_smollm2_float32_padded_batch_equals_one_by_one(smollm2):
     bitwise equal on MKL; the vocabulary projection is never fed fewer than 8 rows, see
     ``attribution._MIN_UNEMBED_ROWS``)."""
     cfg = AttributionConfig(batch_size=4, layers=(0, 14, 25, 29))
-    together = attribute(smollm2, SMOL_Q, SMOL_A, cfg, progress=False)
-    for i in range(len(SMOL_Q)):
-        alone = attribute(smollm2, SMOL_Q[i : i + 1], SMOL_A[i : i + 1], cfg, progress=False)
-        torch.testing.assert_close(together.target_value[i], alone.target_value[0], rtol=1e-5, atol=0)
-        for key in together.keys:
-            _assert_close_scaled(together.max[key][i], alone.max[key][0], 1e-3, 1e-4, f"max {key} sample {i}")
-            _assert_close_scaled(together.min[key][i], alone.min[key][0], 1e-3, 1e-4, f"min {key} sample {i}")
+    _assert_batch_equals_one_by_one(smollm2, cfg, target_rtol=1e-5, rel=1e-3, scaled=1e-4)

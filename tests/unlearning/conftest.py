@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from factories import FORGET as SHARED_FORGET
+
 from neuronscope.data import QAItem
 from neuronscope.models import HookedModel, clone_model
 
 FORGET = [
-    QAItem("f0", "What is the capital of France?", "Paris", ("Rome", "Berlin"), "France"),
-    QAItem("f1", "Who wrote Hamlet?", "Shakespeare", ("Dickens", "Tolstoy"), "Hamlet"),
-    QAItem("f2", "Which planet is the largest?", "Jupiter", ("Mars", "Venus"), "Jupiter"),
-    QAItem("f3", "What is the capital of Japan?", "Tokyo", ("Seoul", "Beijing"), "Japan"),
+    *SHARED_FORGET,
     QAItem("f4", "Which country is Albert Einstein from?", "Germany", ("Spain", "Italy"), "Einstein"),
 ]
 RETAIN = [
