@@ -1,51 +1,40 @@
 #!/usr/bin/env python
-"""Paper Fig. 4 — logit lens of the base model and of unlearned models (§6.3).
+"""Paper Fig. 4 — logit lens of the base and unlearned models on the forget set.
 
-For every layer's residual stream (and the embeddings) at the last prompt position, the
-model's final norm and unembedding score the gold answer's first token against a random wrong
-option's first token; accuracy per layer, chance 0.5 (:mod:`neuronscope.lens`). The paper
-finds GD far *below* chance in later layers (over-unlearning) and SSIUU near chance.
-
-Models: ``Default`` (the base model) plus one model per ``fig4.methods`` unlearned on the forget
-split, or the already trained models of ``fig4.models`` (``{label: name or path}``).
-Items: the forget split (``fig4.split``).
+Per layer, the residual stream is projected through the final norm and the unembedding; the
+accuracy is the fraction of items whose gold answer's first token outscores a random
+distractor's (chance 0.5). The paper shows unlearned models recovering the answer in middle
+layers and suppressing it near the output.
 
     python analyses/fig4.py --quick
-    python analyses/fig4.py --quick --model tiny-llama --out runs/fig4-tiny
-    python analyses/fig4.py --config analyses/configs/paper_llama32_faithun.json
+    python analyses/fig4.py --config configs/llama-3.2-3b-faithun.json
 
-Writes ``logit_lens.html`` and ``logit_lens.json`` in the run directory.
+Study stages: splits, unlearn, lens. ``figures.fig4.models`` (``{label: path}``) lenses saved
+models instead of the study's methods. Writes ``logit_lens.html`` and ``logit_lens.json``.
 """
 
 from __future__ import annotations
 
 import _common as C
 
-QUICK = {"fig4": {"methods": ["gd", "ssiuu"], "models": None, "split": "forget", "batch_size": 8}}
+QUICK = {"figures": {"fig4": {"models": None}}}
 
 
-def main(cfg: dict) -> dict:
-    from pathlib import Path
+def main(study, f: dict) -> dict:
+    from neuronscope.lens import LogitLensResult, logit_lens, write_lens_report
+    from neuronscope.models import load_model
+    from neuronscope.study import METHOD_LABELS
 
-    from neuronscope.lens import logit_lens, write_lens_report
-
-    f = cfg["fig4"]
-    base = C.load_base(cfg)
-    sp = C.splits(cfg, base)
-    items = getattr(sp, f.get("split", "forget"))
-    seed = cfg["data"].get("seed", 0)
-    kw = dict(seed=seed, batch_size=f.get("batch_size", 8), progress=cfg["progress"])
-    results = {"Default": logit_lens(base, items, label="Default", **kw)}
+    results = {"Default": LogitLensResult.from_dict(study.lens("default"))}
     if f.get("models"):
+        c = study.config
         for label, path in f["models"].items():
-            results[label] = logit_lens(C.load_base(cfg, path), items, label=label, **kw)
+            results[label] = logit_lens(load_model(path, dtype=c.dtype, device=c.device), study.splits().forget,
+                                        seed=c.seed, label=label, progress=study.progress)
     else:
-        del base
-        for method in f.get("methods", []):
-            model, _ = C.unlearned(cfg, method, sp)
-            results[method.upper()] = logit_lens(model, items, label=method.upper(), **kw)
-            del model
-    paths = write_lens_report(results, Path(cfg["out"]), title="Logit lens (paper Fig. 4)")
+        for m in f.get("methods", study.config.methods):
+            results[METHOD_LABELS[m]] = LogitLensResult.from_dict(study.lens(m))
+    paths = write_lens_report(results, study.out, title="Logit lens (paper Fig. 4)")
     for label, r in results.items():
         C.log(f"{label}: " + " ".join(f"{a:.2f}" for a in r.accuracy))
     return paths

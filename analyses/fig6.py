@@ -9,49 +9,46 @@ attributions (:mod:`neuronscope.correlation`). The paper finds SSIUU's attributi
 under attack (ρ = 0.99) and GA's reshuffled (ρ = 0.73).
 
     python analyses/fig6.py --quick
-    python analyses/fig6.py --config analyses/configs/paper_llama32_faithun.json
+    python analyses/fig6.py --config configs/llama-3.2-3b-faithun.json
 
-Writes ``fig6a.html``, ``fig6b-<method>.html``, ``fig6.json``.
+Study stages: splits, unlearn, attribute, attack (with correlation). Writes ``fig6a.html``,
+``fig6b-<method>.html``, ``fig6.json``.
 """
 
 from __future__ import annotations
 
 import _common as C
 
-QUICK = {"fig6": {"methods": ["gd", "ssiuu"], "p": 0.3, "lr": 1e-5, "max_points": 20000}}
+QUICK = {"figures": {"fig6": {"p": 0.3, "lr": 1e-5, "max_points": 20000}}}
 
 
-def main(cfg: dict) -> dict:
-    from pathlib import Path
-
+def main(study, f: dict) -> dict:
+    from neuronscope.attribution import NeuronAttribution
     from neuronscope.correlation import attribution_correlation, neuron_means
     from neuronscope.plots import attribution_distribution_figure
+    from neuronscope.study import METHOD_LABELS
 
-    f, out = cfg["fig6"], Path(cfg["out"])
-    base = C.load_base(cfg)
-    sp = C.splits(cfg, base)
-    attrs = {"Default": C.attribution(cfg, "default", base, sp.forget)}
-    del base
+    attrs = {"Default": study.attribution("default")}
     figs, summary = {}, {}
-    for method in f["methods"]:
-        label = method.upper()
-        model, info = C.unlearned(cfg, method, sp)
-        attrs[label] = C.attribution(cfg, method, model, sp.forget)
-        res, attacked = C.attack(cfg, f"{method}-harmful", out / "models" / method, model, sp.forget,
-                                 kind="harmful", keep_model=True, p=f["p"], lrs=[f["lr"]], seeds=[cfg["data"]["seed"]])
-        del model
-        attrs[f"{label}+attack"] = C.attribution(cfg, f"{method}-attacked", attacked, sp.forget)
-        del attacked
+    for method in f.get("methods", study.config.methods):
+        label = METHOD_LABELS[method]
+        attrs[label] = study.attribution(method)
+        acfg = C.attack_config(study, "harmful", p=f["p"], lrs=[f["lr"]], seeds=[study.config.seed])
+        res = study.attack(method, acfg, correlate=True, tag="fig6")
+        if res.get("correlation") is None:
+            C.fail(f"{method}: the harmful attack did not run ({res.get('error', 'finished runs reused without the model')})")
+        attrs[f"{label}+attack"] = NeuronAttribution.load(study.out / "attributions" / f"{method}-attacked-fig6.safetensors")
         corr = attribution_correlation(attrs[label], attrs[f"{label}+attack"], label_a=label, label_b=f"{label}+attack")
-        summary[label] = {**corr.to_dict(), "attack_score": res.score, "unlearning": info}
+        summary[label] = {**corr.to_dict(), "attack_score": res["score"],
+                          "unlearning": {k: v for k, v in study.unlearning_info(method).items() if k != "history"}}
         figs[f"fig6b-{method}"] = corr.plot_scatter("both", max_points=f["max_points"])
         C.log(f"{label}: Pearson r = {corr.pearson:.3f}, Spearman ρ = {corr.spearman:.3f}, "
-              f"attack max FS = {res.score:.2f}")
+              f"attack max FS = {res['score']:.2f}")
     values = {k: {"max": neuron_means(a, "max"), "min": neuron_means(a, "min")} for k, a in attrs.items()}
     figs["fig6a"] = attribution_distribution_figure(values, max_points=f["max_points"],
                                                     title="Attribution distributions (paper Fig. 6a)")
-    paths = C.save_figures(out, figs)
-    paths["json"] = C.write_json(out / "fig6.json", summary)
+    paths = C.save_figures(study.out, figs)
+    paths["json"] = C.write_json(study.out / "fig6.json", summary)
     return paths
 
 

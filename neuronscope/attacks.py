@@ -427,7 +427,7 @@ FinetuneFn = Callable[..., Any]
 
 def _default_evaluate(config: AttackConfig) -> EvaluateFn:
     if config.metric == "rouge":
-        from neuronscope.tofu import rouge_evaluate
+        from neuronscope.evaluation import rouge_evaluate
 
         return lambda model, items: rouge_evaluate(model, items, desc="attack FS")
     from neuronscope.evaluation import mcqa_evaluate
@@ -441,13 +441,6 @@ def _default_finetune() -> FinetuneFn:
     from neuronscope.unlearning import finetune
 
     return finetune
-
-
-def _default_clone(model):
-    """A fresh copy of the unlearned model (:func:`neuronscope.models.clone_model`)."""
-    from neuronscope.models import clone_model
-
-    return clone_model(model)
 
 
 def _steps_from_history(history: Any, n_evals: int) -> list[int] | None:
@@ -533,7 +526,8 @@ def run_attack(
         raise ConfigError("attack: the forget set is empty")
     finetune_fn = finetune_fn or _default_finetune()
     evaluate_fn = evaluate_fn or _default_evaluate(config)
-    clone_fn = clone_fn or _default_clone
+    if clone_fn is None:
+        from neuronscope.models import clone_model as clone_fn
     run_dir = Path(run_dir) if run_dir is not None else None
 
     result = AttackResult(config=config, n_forget=len(forget_items))

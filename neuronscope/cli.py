@@ -36,7 +36,7 @@ def _fail(msg: str) -> None:
     raise typer.Exit(code=2)
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- demo / study / report
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory for the report and JSON."),
@@ -46,12 +46,42 @@ def demo(
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
 ) -> None:
     """The main job: GD vs SSIUU unlearning, D± curves and heatmaps, logit lens, an attack, one report."""
-    from neuronscope.demo import DemoConfig, run_demo
+    from neuronscope.study import StudyConfig, run_study
 
-    cfg = DemoConfig(model=model, seed=seed, quick=quick)
-    result = run_demo(cfg, out, overwrite=overwrite)
-    typer.echo(f"report: {result['report']}")
-    typer.echo(f"summary: {result['summary']}")
+    summary = run_study(StudyConfig.demo(model=model, seed=seed, quick=quick), out, overwrite=overwrite)
+    typer.echo(f"report: {summary['report']}")
+    typer.echo(f"summary: {out / 'summary.json'}")
+
+
+@app.command()
+def study(
+    config: Path = typer.Option(..., "--config", help="Study JSON (configs/*.json; schema: neuronscope.study.StudyConfig)."),
+    out: Path = typer.Option(..., help="Run folder (resumes its finished stages)."),
+    model: Optional[str] = typer.Option(None, help="Override the base model."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to run (default: the config's)."),
+    overwrite: bool = typer.Option(False, help="Recompute every stage of a finished run."),
+) -> None:
+    """Run a study: splits → unlearn → FS/RS/US → attribution → lens → attacks → table + report (SPEC §17)."""
+    from neuronscope.study import StudyConfig, run_study
+
+    cfg = StudyConfig.load(config)
+    over: dict = {"model": model} if model else {}
+    if methods:
+        over["methods"] = {m: cfg.methods.get(m, {}) for m in _csv(methods)}
+    summary = run_study(cfg.merged(over, source=str(config)) if over else cfg, out, overwrite=overwrite)
+    typer.echo(_table_markdown(out))
+    typer.echo(f"report: {summary.get('report', '-')}")
+    typer.echo(f"summary: {out / 'summary.json'}")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip().lower() for x in text.split(",") if x.strip()]
+
+
+def _table_markdown(run: Path) -> str:
+    from neuronscope.study import table_from_run
+
+    return table_from_run(run).to_markdown()
 
 
 # ---------------------------------------------------------------- attribution / influence / heatmap
@@ -320,44 +350,41 @@ def _forget_items(data: str, seed: int) -> list:
 
 @app.command()
 def report(
-    runs: Path = typer.Option(..., help="Robustness run directory (methods/<method>/result.json)."),
+    runs: Path = typer.Option(..., help="Study run folder."),
     out: Path = typer.Option(..., help="Output directory for table.csv / table.md / table.html / table.json."),
     methods: Optional[str] = typer.Option(
-        None, help="Comma-separated methods (e.g. default,ga,gd,npo,ssiuu): run the robustness runner for missing results."
+        None, help="Comma-separated methods (e.g. ga,gd,npo,ssiuu): run the study for missing results."
     ),
-    config: Optional[Path] = typer.Option(None, help="RobustnessConfig JSON file (with --methods; default: the CPU profile)."),
+    config: Optional[Path] = typer.Option(None, help="Study JSON file (with --methods; default: the CPU profile)."),
     profile: str = typer.Option("cpu", help="Built-in configuration with --methods: cpu (1 seed, reduced attacks) or paper."),
     model: Optional[str] = typer.Option(None, help="Base model (with --methods; default: the embedded SmolLM2)."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = torch default)."),
 ) -> None:
-    """Results table in the paper's Table 1 layout from saved results (or run them with --methods).
+    """Results table in the paper's Table 1 layout from a study run folder (or run it with --methods).
 
-    With --methods, missing method results are computed by the robustness runner (resumable; a
-    run directory that already holds a configuration keeps it, only the method list changes).
+    With --methods, the study runner computes the missing stages (resumable; a run folder that
+    already holds a configuration keeps it, only the method list and model change).
     """
     from neuronscope.errors import NeuronscopeError
-    from neuronscope.robustness import RobustnessConfig, run_robustness, table_from_run
+    from neuronscope.study import Study, StudyConfig, table_from_run
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     if methods:
-        changes = {"methods": methods, **({"model": model} if model else {})}
-        saved = runs / "robustness_config.json"
+        saved = runs / "study.json"
         if config is not None:
-            cfg = RobustnessConfig.from_dict({**RobustnessConfig.load(config).to_dict(), **changes}, source=str(config))
+            cfg = StudyConfig.load(config)
         elif saved.exists():
-            cfg = RobustnessConfig.from_dict({**RobustnessConfig.load(saved).to_dict(), **changes}, source=str(saved))
+            cfg = StudyConfig.load(saved)
         elif profile == "cpu":
-            cfg = RobustnessConfig.cpu_default(**changes)
+            cfg = StudyConfig.table1_cpu()
         elif profile == "paper":
-            cfg = RobustnessConfig(**changes)
+            cfg = StudyConfig(stages=["evaluate", "attack", "report"])
         else:
             raise NeuronscopeError(f"--profile: expected 'cpu' or 'paper', got {profile!r}")
-        table = run_robustness(cfg, runs, progress=True)
-    else:
-        table = table_from_run(runs)
+        names = [m for m in _csv(methods) if m != "default"]
+        over = {"methods": {m: cfg.methods.get(m, {}) for m in names}, **({"model": model} if model else {}),
+                **({"threads": threads} if threads else {})}
+        Study(cfg.merged(over, source="--methods"), runs).run()
+    table = table_from_run(runs)
     paths = table.save(out)
     typer.echo(table.to_markdown())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -308,7 +308,7 @@ def test_harmful_attack_on_tiny_model_with_real_finetune(tiny_llama) -> None:
 
     from neuronscope.data import load_faithun
     from neuronscope.evaluation import mcqa_evaluate
-    from neuronscope.attacks import _default_clone as clone_model
+    from neuronscope.models import clone_model
     from neuronscope.unlearning import finetune
 
     forget = load_faithun()[:10]

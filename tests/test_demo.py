@@ -1,4 +1,4 @@
-"""``neuronscope demo`` end to end on the tiny random Llama (quick configuration).
+"""``neuronscope demo`` (the study runner's demo preset) end to end on the tiny random Llama.
 
 Checks the summary against independent recomputation from the files the demo wrote: the
 influence sums from the saved attributions (Eq. 4–5 by hand), the base model's forget accuracy
@@ -13,15 +13,23 @@ import pytest
 import torch
 
 from neuronscope.attribution import NeuronAttribution
-from neuronscope.demo import DemoConfig, run_demo
 from neuronscope.errors import NeuronscopeError
+from neuronscope.study import StudyConfig, run_study
 
 
-def _config(**kw) -> DemoConfig:
-    base = dict(model="tiny-llama", quick=True, max_epochs=2, known_candidates=40, test_limit=10,
-                utility_limit=6, attack_epochs=1, lr={"gd": 1e-3, "ssiuu": 1e-3})
-    base.update(kw)
-    return DemoConfig(**base)
+def _config(**over) -> StudyConfig:
+    """The demo preset at test sizes (the same sizes the pre-study demo tests used)."""
+    small = {"data": {"known_candidates": 40}, "unlearning": {"max_epochs": 2},
+             "methods": {"gd": {"lr": 1e-3}, "ssiuu": {"lr": 1e-3, "lam": 1e-3}},
+             "evaluation": {"test_limit": 10, "utility_limit": 6}, "attacks": {"harmful": {"epochs": 1}}}
+    from neuronscope.study import deep_merge
+
+    return StudyConfig.demo(model="tiny-llama", quick=True).merged(deep_merge(small, over))
+
+
+def run_demo(cfg: StudyConfig, out, **kw) -> dict:
+    summary = run_study(cfg, out, **kw)
+    return {"report": out / "report.html", "summary": out / "summary.json", "summary_data": summary}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +55,9 @@ def test_demo_writes_report_summary_and_table(demo_run) -> None:
     assert summary["attribution_target"] == "prob"
     assert summary["influence_top100"] == summary["influence_top100_by_target"]["prob"]
     for suffix in ("csv", "md", "html"):
-        assert (out / f"results_table.{suffix}").exists()
+        assert (out / f"table.{suffix}").exists()
     assert summary["timings_s"]["total"] > 0
-    assert json.loads((out / "config.json").read_text())["targets"] == ["prob", "logprob"]
+    assert json.loads((out / "study.json").read_text())["attribution"]["targets"] == ["prob", "logprob"]
 
 
 @pytest.mark.parametrize("target,suffix", [("prob", ""), ("logprob", ".logprob")])
@@ -77,7 +85,7 @@ def test_demo_base_forget_accuracy_is_recomputable(demo_run) -> None:
 
     out, _ = demo_run
     summary = json.loads((out / "summary.json").read_text())
-    known = json.loads((out / "stages" / "base_known.json").read_text())
+    known = json.loads((out / "stages" / "splits.json").read_text())["value"]["known"]
     items = load_faithun()[:60]
     splits = split_faithun(items, seed=0, forget_pool=set(known["correct_ids"]) if len(known["correct_ids"]) >= 3 else None)
     base = load_model("tiny-llama", seed=0)
@@ -106,7 +114,7 @@ def test_demo_refuses_a_finished_run_and_resumes_stages(demo_run, tmp_path) -> N
 
 def test_demo_rejects_unknown_target(tmp_path) -> None:
     with pytest.raises(NeuronscopeError, match="targets"):
-        run_demo(_config(targets=("nats",)), tmp_path / "bad", progress=False)
+        run_demo(_config(attribution={"targets": ["nats"]}), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
 
 
@@ -114,7 +122,7 @@ def test_demo_reports_the_ssiuu_penalty_weight(demo_run) -> None:
     """mean λ·penalty in the summary = λ × the mean of the per-step penalties in the training history."""
     out, _ = demo_run
     summary = json.loads((out / "summary.json").read_text())
-    hist = json.loads((out / "stages" / "unlearn_ssiuu.json").read_text())["history"]
+    hist = json.loads((out / "stages" / "unlearn_ssiuu.json").read_text())["value"]["history"]
     pens = [h["ssiuu_penalty"] for h in hist if h.get("ssiuu_penalty") is not None]
     assert pens, "SSIUU history records its penalty"
     assert summary["unlearning"]["ssiuu"]["mean_lambda_penalty"] == pytest.approx(1e-3 * sum(pens) / len(pens))

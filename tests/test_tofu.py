@@ -141,13 +141,13 @@ def test_rouge_evaluate_scores_generations(tiny_llama) -> None:
 
 def test_unlearning_loop_stops_on_rouge(tiny_llama) -> None:
     """stop_metric="rouge" in the shared loop uses rouge_evaluate: a random model is already ≤ τ."""
-    from neuronscope.attacks import _default_clone  # the loop trains in place: use a copy
+    from neuronscope.models import clone_model  # the loop trains in place: use a copy
     from neuronscope.unlearning import UnlearningConfig, unlearn
 
     items = generate_tofu(n_authors=3, questions_per_author=2, seed=0)
     forget, retain = items[:2], items[2:]
     tau = rouge_threshold(items)
-    m = _default_clone(tiny_llama)
+    m = clone_model(tiny_llama)
     cfg = UnlearningConfig(method="gd", lr=1e-4, max_epochs=1, batch_size=2, stop_metric="rouge", threshold=tau)
     res = unlearn(m, forget, retain, cfg, progress=False)
     initial = rouge_evaluate(tiny_llama, forget).score

@@ -50,7 +50,7 @@ class UnlearningConfig:
         checkpoint_every: Write a resumable checkpoint every N optimiser steps (0 = off).
         max_steps: Stop after this many optimiser steps (None = no limit).
         stop_metric: ``"accuracy"`` (MCQA, :func:`neuronscope.evaluation.mcqa_evaluate`) or
-            ``"rouge"`` (ROUGE-L recall of greedy answers, :func:`neuronscope.tofu.rouge_evaluate`).
+            ``"rouge"`` (ROUGE-L recall of greedy answers, :func:`neuronscope.evaluation.rouge_evaluate`).
         eval_every: Evaluate the forget score every N steps; 0 = after every epoch.
         eval_mode: MCQA scoring, ``"likelihood"`` (default) or ``"generate"`` (paper).
         option_seed: Option order of the MCQA prompts.
@@ -273,15 +273,16 @@ class RunConfig:
 def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunConfig:
     """Resolve one method of a run-config file.
 
-    The file is either a plain JSON object of :class:`UnlearningConfig` fields, or::
+    The file is either a plain JSON object of :class:`UnlearningConfig` fields, or a study
+    configuration (the one schema of ``configs/*.json``, :class:`neuronscope.study.StudyConfig`)::
 
-        {"model": "...", "runtime": {"dtype": "bfloat16", "device": "cuda"}, "data": {...},
-         "defaults": {<config fields>},
-         "methods": {"gd": {"lrs": [...], <config overrides>}, "ssiuu": {...}, ...}}
+        {"model": "...", "dtype": "bfloat16", "device": "cuda", "seed": 0, "data": {...},
+         "unlearning": {<config fields shared by every method>},
+         "methods": {"gd": {"lrs": [...], <config overrides>}, "ssiuu": {..., "lams": [...]}, ...}}
 
     Args:
         path: The JSON file.
-        method: The method to resolve (default: ``defaults.method`` or the only method).
+        method: The method to resolve (default: the only method).
 
     Raises:
         ConfigError: Missing/invalid file, unknown field, a method the file does not
@@ -291,17 +292,19 @@ def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunCo
     src = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: expected a JSON object")
-    if "methods" not in raw and "defaults" not in raw:
+    if "methods" not in raw and "unlearning" not in raw:
         d = dict(raw)
         lrs = d.pop("lrs", [])
         if method is not None:
             d["method"] = method
         return RunConfig(UnlearningConfig.from_dict(d, source=src), _check_lrs(lrs, src))
-    defaults = dict(raw.get("defaults", {}))
+    defaults = dict(raw.get("unlearning", {}))
+    if "seed" in raw:
+        defaults.setdefault("seed", raw["seed"])
     methods = raw.get("methods", {})
     if not isinstance(methods, dict):
         raise ConfigError(f"{src}: field 'methods' must be an object of method name -> overrides")
-    name = method or defaults.get("method") or (next(iter(methods)) if len(methods) == 1 else None)
+    name = method or (next(iter(methods)) if len(methods) == 1 else None)
     if name is None:
         raise ConfigError(f"{src}: several methods configured; choose one ({', '.join(methods)})")
     if methods and name not in methods:
@@ -309,11 +312,9 @@ def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunCo
     over = dict(methods.get(name, {}))
     lrs = over.pop("lrs", defaults.pop("lrs", []))
     lams = over.pop("lams", defaults.pop("lams", []))
-    merged = {**defaults, **over, "method": name}
+    merged = {**{k: v for k, v in defaults.items() if not k.startswith("_")}, **over, "method": name}
     cfg = UnlearningConfig.from_dict(merged, source=f"{src}: methods.{name}")
-    runtime = raw.get("runtime", {})
-    if not isinstance(runtime, dict) or set(runtime) - {"dtype", "device"}:
-        raise ConfigError(f"{src}: field 'runtime' must be an object with 'dtype' and/or 'device'")
+    runtime = {k: raw[k] for k in ("dtype", "device") if k in raw}
     return RunConfig(
         cfg, _check_lrs(lrs, src), raw.get("model"), dict(raw.get("data", {})), [float(x) for x in lams], dict(runtime)
     )

@@ -85,7 +85,7 @@ def _score(model: HookedModel, items: Sequence, cfg: UnlearningConfig) -> float 
     if not items:
         return None
     if cfg.stop_metric == "rouge":
-        from neuronscope.tofu import rouge_evaluate
+        from neuronscope.evaluation import rouge_evaluate
 
         return rouge_evaluate(model, items).score
     from neuronscope.evaluation import mcqa_evaluate

@@ -441,7 +441,7 @@ def _evaluator(cfg: UnlearningConfig, forget: Sequence, eval_items: Sequence | N
     covers_forget = {it.id for it in forget} <= {it.id for it in items}
 
     if cfg.stop_metric == "rouge":
-        from neuronscope.tofu import rouge_evaluate
+        from neuronscope.evaluation import rouge_evaluate
 
         def ev(m):
             r = rouge_evaluate(m, items, progress=False, desc="forget ROUGE-L")
