@@ -495,12 +495,14 @@ class Study:
         return self._items
 
     def model_key(self, name: str) -> str:
-        """The key of a model: the base's configuration, or the unlearning stage that made it."""
+        """The key of a model: the base's configuration, or the unlearning stage that makes it."""
+        c = self.config
         if name == "default":
-            c = self.config
             return _key("model", c.model, c.dtype, c.device, c.seed)
         if name not in self._keys:
-            self.unlearned(name)
+            self.splits()
+            self._keys[name] = _key("unlearn", self._keys["splits"], self.model_key("default"),
+                                    c.unlearning_config(name).to_dict(), c.lrs(name))
         return self._keys[name]
 
     def model(self, name: str):
@@ -565,8 +567,7 @@ class Study:
         sp = self.splits()
         ucfg = self.config.unlearning_config(method)
         grid = self.config.lrs(method)
-        key = _key("unlearn", self._keys["splits"], self.model_key("default"), ucfg.to_dict(), grid)
-        self._keys[method] = key
+        key = self.model_key(method)
         mdir = self.out / "models" / method
         info = self._get(f"unlearn_{method}", key)
         if info is not None and (mdir / "config.json").exists():
@@ -596,9 +597,12 @@ class Study:
         return model
 
     def unlearning_info(self, method: str) -> dict:
-        """The unlearning stage's record of ``method`` (lr, reached, steps, history, ...)."""
-        self.model(method)
-        return self._get(f"unlearn_{method}", self._keys[method])
+        """The unlearning stage's record of ``method`` (lr, reached, steps, history, ...); trains if missing."""
+        info = self._get(f"unlearn_{method}", self.model_key(method))
+        if info is None:
+            self.unlearned(method)
+            info = self._get(f"unlearn_{method}", self.model_key(method))
+        return info
 
     def evaluate(self, name: str) -> dict[str, Any]:
         """FS (forget, forget paraphrases), RS (retain, test) and US of a model (paper §6.2; stage ``eval_<name>``).

@@ -352,16 +352,35 @@ def test_attack_command_impossible_p_is_one_error_line(tmp_path) -> None:
     assert not (tmp_path / "atk").exists()  # nothing half-written
 
 
-def test_robustness_config_validation() -> None:
-    from neuronscope.robustness import RobustnessConfig
+def test_study_config_validation(tmp_path) -> None:
+    from neuronscope.study import StudyConfig
 
     with pytest.raises(ConfigError, match="unknown method 'foo'"):
-        RobustnessConfig(methods=("default", "foo"))
+        StudyConfig(methods={"foo": {}})
     with pytest.raises(ConfigError, match=r"^p=1\.2"):
-        RobustnessConfig(harmful_ps=(0.1, 1.2))
-    cfg = RobustnessConfig.cpu_default(methods="default,ga,gd,npo,ssiuu")
-    assert cfg.methods == ("default", "ga", "gd", "npo", "ssiuu")
-    assert RobustnessConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+        StudyConfig(attacks={"harmful": {"ps": [0.1, 1.2]}})
+    with pytest.raises(ConfigError, match="data: unknown field 'flie'"):
+        StudyConfig.from_dict({"data": {"flie": "x"}})
+    cfg = StudyConfig.table1_cpu(methods={"ga": {}, "gd": {}, "npo": {}, "ssiuu": {}})
+    assert list(cfg.methods) == ["ga", "gd", "npo", "ssiuu"]
+    assert StudyConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    path = tmp_path / "study.json"
+    path.write_text(__import__("json").dumps(cfg.to_dict()))
+    assert StudyConfig.load(path).to_dict() == cfg.to_dict()
     atk = cfg.attack_configs()
     assert [a.label for a in atk] == ["harmful-p0.1", "harmful-p0.3", "benign"]
     assert atk[0].lrs == (1e-5,) and atk[0].seeds == (0,) and atk[2].n_alpaca == 200
+
+
+def test_paper_configs_load_in_the_one_schema() -> None:
+    from pathlib import Path
+
+    from neuronscope.study import StudyConfig
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json")):
+        cfg = StudyConfig.load(path)
+        assert cfg.device == "cuda" and cfg.dtype == "bfloat16"
+        for m in cfg.methods:
+            assert cfg.lrs(m) == sorted(cfg.lrs(m))
+        lam = cfg.unlearning_config("ssiuu").lam
+        assert lam == (1e-4 if cfg.data.format == "tofu" else 1e-3)  # the paper's λ

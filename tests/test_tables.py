@@ -157,30 +157,24 @@ def test_plain_hf_copy_has_the_same_logits(tiny_llama) -> None:
     assert type(copy.model.layers[0].self_attn).__name__ == "LlamaAttention"  # plain HF modules again
 
 
-# ---------------------------------------------------------------- the table of a robustness run
+# ---------------------------------------------------------------- the table of a study run
 def _write_run(run_dir) -> None:
-    from neuronscope.errors import write_json_atomic
-    from neuronscope.robustness import RobustnessConfig
+    """A study run folder whose table comes from hand-made stage results (no model needed)."""
+    from neuronscope.study import Study, StudyConfig
 
-    cfg = RobustnessConfig.cpu_default(methods=("default", "ga", "ssiuu"), model_label="SmolLM2-135M")
-    write_json_atomic(run_dir / "robustness_config.json", cfg.to_dict())
-    results = {
-        "default": {"method": "default", "scores": {"fs": 1.0, "rs": 0.6, "us": 0.5}, "attacks": {}},
-        "ga": {"method": "ga", "scores": {"fs": 0.3125, "rs": 0.45, "us": 0.48},
-               "unlearning": {"reached": True, "steps": 8},
-               "attacks": {"harmful-p0.1": {"score": 0.5}, "harmful-p0.3": {"score": 0.6818181818},
-                           "benign": {"score": 0.40625}}},
-        "ssiuu": {"method": "ssiuu", "scores": {"fs": 0.25, "rs": 0.58, "us": 0.5},
-                  "unlearning": {"reached": True, "steps": 12},
-                  "attacks": {"harmful-p0.1": {"score": 0.2}, "harmful-p0.3": {"score": None, "error": "p=0.3: too big"},
-                              "benign": {"score": 0.25}}},
-    }
-    for m, info in results.items():
-        write_json_atomic(run_dir / "methods" / m / "result.json", info)
+    cfg = StudyConfig.table1_cpu(methods={"ga": {}, "ssiuu": {}}, model_label="SmolLM2-135M")
+    study = Study(cfg, run_dir, progress=False)
+    study.unlearning_info = lambda m: {"reached": True, "steps": 8}
+    evals = {"default": {"forget": 1.0, "test": 0.6, "utility": 0.5}, "ga": {"forget": 0.3125, "test": 0.45, "utility": 0.48},
+             "ssiuu": {"forget": 0.25, "test": 0.58, "utility": 0.5}}
+    attacks = {"ga": {"harmful-p0.1": {"score": 0.5}, "harmful-p0.3": {"score": 0.6818181818}, "benign": {"score": 0.40625}},
+               "ssiuu": {"harmful-p0.1": {"score": 0.2}, "harmful-p0.3": {"score": None, "error": "p=0.3: too big"},
+                         "benign": {"score": 0.25}}}
+    study.table(evals, attacks).save(run_dir)
 
 
-def test_table_from_a_saved_robustness_run(tmp_path) -> None:
-    from neuronscope.robustness import table_from_run
+def test_table_of_a_study_run(tmp_path) -> None:
+    from neuronscope.study import table_from_run
 
     _write_run(tmp_path)
     t = table_from_run(tmp_path)
@@ -214,46 +208,56 @@ def test_report_without_results_is_an_error(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "neuronscope.cli", "report", "--runs", str(tmp_path), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {tmp_path}: not a robustness run directory (robustness_config.json missing)"
+    assert r.stderr.strip() == f"error: {tmp_path}: not a study run folder (table.json missing)"
     assert not (tmp_path / "o").exists()
 
 
-def test_robustness_runner_end_to_end_and_resume(tmp_path, tiny_llama, monkeypatch) -> None:
+def test_study_end_to_end_resume_and_partial_recompute(tmp_path, tiny_llama, monkeypatch) -> None:
+    """Table 1 stages on the tiny model; a rerun loads nothing, a changed input recomputes only its dependants."""
     import json
 
     import neuronscope.models
+    import neuronscope.unlearning
     from neuronscope.data import load_faithun
-    from neuronscope.robustness import RobustnessConfig, run_robustness
+    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.study import Study, StudyConfig
 
     data = tmp_path / "facts.jsonl"
     data.write_text("".join(json.dumps(it.to_dict()) + "\n" for it in load_faithun()[:80]))
-    cfg = RobustnessConfig(
-        model="tiny-llama", methods=("default", "ga"), data=str(data), forget_from_correct=True,
-        unlearning={"lr": 1e-3, "max_epochs": 2, "batch_size": 4},
-        harmful_ps=(0.3,), harmful={"lrs": (1e-3,), "seeds": (0,), "epochs": 1},
-        benign={"lrs": (1e-3,), "seeds": (0,), "n_alpaca": 4, "eval_every": 1}, test_limit=10, utility_limit=10,
-    )
-    table = run_robustness(cfg, tmp_path / "run", progress=False, base=tiny_llama)
+    cfg = StudyConfig.from_dict({
+        "model": "tiny-llama", "data": {"file": str(data)}, "methods": {"ga": {}},
+        "unlearning": {"lr": 1e-3, "max_epochs": 2, "batch_size": 4},
+        "evaluation": {"test_limit": 10, "utility_limit": 10},
+        "attacks": {"harmful": {"ps": [0.3], "lrs": [1e-3], "seeds": [0], "epochs": 1},
+                    "benign": {"lrs": [1e-3], "seeds": [0], "n_alpaca": 4, "eval_every": 1}},
+        "stages": ["evaluate", "attack"]})
+    run = tmp_path / "run"
+    summary = Study(cfg, run, progress=False, base=tiny_llama).run()
+    table = Study(cfg, run).table(summary["accuracy"], {"ga": {k: v for k, v in summary["attacks"]["ga"].items()}})
     assert [r.method for r in table.rows] == ["Default", "GA"]
-    ga = json.loads((tmp_path / "run" / "methods" / "ga" / "result.json").read_text())
     default, ga_row = table.rows
     assert default.harmful_p03 is None and default.benign is None
-    assert ga_row.fs == pytest.approx(ga["scores"]["fs"]) and ga_row.harmful_p03 == pytest.approx(ga["attacks"]["harmful-p0.3"]["score"])
-    assert ga_row.benign == pytest.approx(ga["attacks"]["benign"]["score"])
-    assert ga["unlearning"]["steps"] >= 1 and ga["seconds_total"] > 0
-    splits = json.loads((tmp_path / "run" / "splits.json").read_text())["splits"]
+    splits = json.loads((run / "splits.json").read_text())["splits"]
     assert len(splits["forget"]) == 4  # 5 % of 80, drawn from the facts the base model answers correctly
     assert default.fs == 1.0
-    assert (tmp_path / "run" / "table.md").read_text() == table.to_markdown()
+    forget = [it for it in load_faithun()[:80] if it.id in set(splits["forget"])]
+    assert ga_row.fs == pytest.approx(mcqa_evaluate(neuronscope.models.load_model(str(run / "models" / "ga")), forget).accuracy)
+    assert ga_row.harmful_p03 == pytest.approx(summary["attacks"]["ga"]["harmful-p0.3"]["score"])
+    assert (run / "table.md").read_text() == table.to_markdown()
 
-    # Resuming with every result present neither loads a model nor trains.
-    def no_load(*a, **k):
-        raise AssertionError("model loaded on resume")
+    # Resuming with every stage present neither loads a model nor trains.
+    def boom(*a, **k):
+        raise AssertionError("model loaded or trained on resume")
 
-    monkeypatch.setattr(neuronscope.models, "load_model", no_load)
-    again = run_robustness(cfg, tmp_path / "run", progress=False)
-    assert again.to_markdown() == table.to_markdown()
-    # Another configuration in the same directory is refused, naming the field.
-    other = RobustnessConfig.from_dict({**cfg.to_dict(), "test_limit": 20})
-    with pytest.raises(NeuronscopeError, match="field 'test_limit' differs"):
-        run_robustness(other, tmp_path / "run", progress=False)
+    monkeypatch.setattr(neuronscope.models, "load_model", boom)
+    monkeypatch.setattr(neuronscope.unlearning, "unlearn", boom)
+    again = Study(cfg, run, progress=False).run()
+    assert again["table"] == summary["table"] and again["accuracy"] == summary["accuracy"]
+    # A changed evaluation input re-scores (reloading the saved model) but does not retrain.
+    monkeypatch.undo()
+    monkeypatch.setattr(neuronscope.unlearning, "unlearn", boom)
+    other = cfg.merged({"evaluation": {"test_limit": 5}, "attacks": {"harmful": None, "benign": None}})
+    changed = Study(other, run, progress=False).run()
+    assert changed["unlearning"]["ga"]["steps"] == summary["unlearning"]["ga"]["steps"]
+    assert changed["accuracy"]["ga"]["forget"] == summary["accuracy"]["ga"]["forget"]
+    assert json.loads((run / "study.json").read_text())["evaluation"]["test_limit"] == 5
