@@ -955,7 +955,7 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
         r.heading("Logit lens (Fig. 4)")
         r.figure(lens_figure({k: LogitLensResult.from_dict(v) for k, v in lens.items()}))
     if summary["attacks"]:
-        r.heading("Relearning attacks (§6.2.2) and attribution correlation (Fig. 6)")
+        r.heading("Harmful and benign relearning attacks (§6.2.2) and attribution correlation (Fig. 6)")
         r.table(["method", "attack", "max FS during retraining (%)"],
                 [[METHOD_LABELS[m], k, "-" if a.get("score") is None else f"{100 * a['score']:.1f}"]
                  for m, per in summary["attacks"].items() for k, a in per.items()])

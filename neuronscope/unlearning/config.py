@@ -292,12 +292,15 @@ def load_run_config(path: str | os.PathLike, method: str | None = None) -> RunCo
     src = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: expected a JSON object")
-    if "methods" not in raw and "unlearning" not in raw:
+    if not {"methods", "unlearning", "defaults"} & set(raw):
         d = dict(raw)
         lrs = d.pop("lrs", [])
         if method is not None:
             d["method"] = method
         return RunConfig(UnlearningConfig.from_dict(d, source=src), _check_lrs(lrs, src))
+    for old, new in (("defaults", "unlearning"), ("runtime", "top-level dtype/device")):
+        if old in raw:
+            raise ConfigError(f"{src}: field '{old}' is the old run-config schema; use '{new}' (configs/*.json)")
     defaults = dict(raw.get("unlearning", {}))
     if "seed" in raw:
         defaults.setdefault("seed", raw["seed"])

@@ -94,9 +94,12 @@ def test_resolve_config_precedence(tmp_path):
     assert cfg.lr == 3e-5 and grid == []
     cfg, grid, model, runtime = resolve_config("npo", None, lrs=[1e-6, 1e-5], overrides={"beta": 0.5})
     assert cfg.method == "npo" and cfg.beta == 0.5 and grid == [1e-6, 1e-5] and model is None and runtime == {}
-    (tmp_path / "bad.json").write_text('{"defaults": {"lr": 0}, "methods": {"gd": {}}}')
+    (tmp_path / "bad.json").write_text('{"unlearning": {"lr": 0}, "methods": {"gd": {}}}')
     with pytest.raises(ConfigError, match=r"lr: must be > 0"):
         resolve_config("gd", tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text('{"defaults": {"lr": 1e-5}, "methods": {"gd": {}}}')
+    with pytest.raises(ConfigError, match="field 'defaults' is the old run-config schema"):
+        resolve_config("gd", tmp_path / "old.json")
     (tmp_path / "bad2.json").write_text('{"methods": {"gd": {"lrs": [1e-4, 1e-5]}}}')
     with pytest.raises(ConfigError, match="ascending"):
         resolve_config("gd", tmp_path / "bad2.json")
