@@ -249,6 +249,8 @@ class KnownFacts:
         known: Per item, ``correct_all_orders and margin ≥ delta``.
         accuracy: Accuracy under the first order (``options(option_seed)``), in [0, 1].
         n_orders: Option orders scored per item.
+        accuracy_by_order: Accuracy under each order scored (rotation k = the first order
+            rotated left by k), in [0, 1].
     """
 
     protocol: str
@@ -259,6 +261,7 @@ class KnownFacts:
     known: list[bool]
     accuracy: float
     n_orders: int
+    accuracy_by_order: list[float] = field(default_factory=list)
 
     def known_ids(self) -> set[str]:
         return {i for i, k in zip(self.ids, self.known) if k}
@@ -348,6 +351,7 @@ def known_facts(
         known=[_is_known(m, delta) for m in margins],
         accuracy=results[0].accuracy,
         n_orders=n_orders,
+        accuracy_by_order=[r.accuracy for r in results],
     )
 
 

@@ -190,6 +190,10 @@ def test_mcqa_known_needs_every_option_order(tiny_llama, monkeypatch):
     assert kf.margins == pytest.approx([1.7, 0.2, -0.3, -2.3])
     assert kf.correct_all_orders == [True, True, False, False]
     assert kf.known == [True, True, False, False]
+    # Per order: rotation 0 is options(0); "Q first?" is right only in the order listing A first.
+    by_hand = [sum(_mcqa_margin_by_hand(it.question, rotations(it.options(0))[k]) > 0 for it in HAND_ITEMS) / 4
+               for k in range(3)]
+    assert kf.accuracy_by_order == by_hand and kf.accuracy == by_hand[0]
     assert known_facts(tiny_llama, HAND_ITEMS, "mcqa", 1.0).known == [True, False, False, False]
     # One order alone can get "Q first?" right: accuracy counts it when A is listed first.
     first = knowledge_evaluate(tiny_llama, HAND_ITEMS, protocol="mcqa",
