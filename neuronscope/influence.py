@@ -572,8 +572,8 @@ def influence_ci(
         lo, hi, used = float(lows[j]), float(highs[j]), method
         if not (np.isfinite(lo) and np.isfinite(hi)):
             finite = dist[j][np.isfinite(dist[j])]
-            if finite.size == dist.shape[1] and np.ptp(finite) == 0:
-                lo = hi = float(finite[0])
+            if finite.size == dist.shape[1] and np.ptp(finite) <= 1e-12 * np.abs(finite).max():
+                lo = hi = float(np.median(finite))  # equal up to rounding
                 used = "degenerate (all resamples equal)"
             else:
                 lo, hi = _quantile_ci(dist[j], confidence)
