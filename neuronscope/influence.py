@@ -333,6 +333,7 @@ class InfluenceTerms:
             "after": after.meta.get("model"),
             "data_fingerprint": before.meta.get("data_fingerprint"),
             "n_samples": before.n_samples,
+            "target": before.meta.get("target", before.meta.get("config", {}).get("target")),
             "label": label,
         }
         return cls(torch.cat(plus, 1), torch.cat(minus, 1), list(before.keys), [t.shape[1] for t in plus], meta)
