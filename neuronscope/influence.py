@@ -250,36 +250,42 @@ _CHUNK_BYTES = 32 * 2**20
 
 
 def _candidates(
-    terms: Float[Tensor, "n neurons"], w: Float[Tensor, "resamples n"], k: int, bound: tuple[Tensor, Tensor] | None = None
+    terms: Float[Tensor, "n neurons"], w: Float[Tensor, "resamples n"], k: int, bound: tuple | None = None
 ) -> Tensor:
     """Indices of the only neurons that can be among the top-k of any row of ``w @ terms`` (clipped at 0).
 
-    Exact pruning: with ``w ≥ 0`` and rows summing to 1, neuron i's value in any resample is at
-    most ``ub_i = max(max_j terms[j, i], 0)``. The k neurons S0 of the full-sample top-k are
-    evaluated in every resample; the k-th largest value of a resample is at least the smallest
-    of those k values, so ``τ = min over resamples of that smallest value`` bounds every
-    resample's k-th largest from below, and neurons with ``ub_i < τ`` never enter a top-k.
-    On attributions most neurons have a small maximum, so the product runs on far fewer
-    columns; on pure noise nothing is pruned and the result is the same.
+    Exact pruning, for weights ``w ≥ 0`` with rows summing to 1. Upper bound of neuron i in any
+    resample: ``ub_i = min(max_j t⁺_ij, w_max · Σ_j t⁺_ij)`` with ``t⁺ = max(terms, 0)`` and
+    ``w_max`` the largest weight of any item in any resample (a convex combination is at most
+    its largest term; and ``Σ_j w_j t⁺_ij ≤ w_max Σ_j t⁺_ij``). Lower bound of every resample's
+    k-th largest value: the k-th largest among a fixed set S1 of neurons (the ``_PROBE`` best by
+    full-sample mean), evaluated in every resample; ``τ`` is its minimum over resamples.
+    Neurons with ``ub_i < τ`` never enter a top-k, so the product runs on the rest only.
 
     Args:
         terms: Per-sample terms.
         w: Row-normalised sample weights.
         k: Top-k.
-        bound: Precomputed ``(ub, s0)`` (see :meth:`InfluenceTerms._bound`).
+        bound: Precomputed ``(max_j t⁺, Σ_j t⁺, S1)`` (see :func:`_bound`).
     """
-    ub, s0 = bound if bound is not None else _bound(terms, k)
-    tau = (w @ terms[:, s0]).clamp_(min=0).amin(1).min()
+    t_max, t_sum, s1 = bound if bound is not None else _bound(terms, k)
+    ub = torch.minimum(t_max, float(w.max()) * t_sum)
+    probe = (w @ terms[:, s1]).clamp_(min=0)
+    tau = torch.topk(probe, min(k, probe.shape[1]), dim=1, sorted=False).values.amin(1).min()
     keep = ub >= tau
-    keep[s0] = True
+    keep[s1] = True
     return keep.nonzero().squeeze(1)
 
 
-def _bound(terms: Float[Tensor, "n neurons"], k: int) -> tuple[Tensor, Tensor]:
-    """``(ub [neurons], S0 [k])`` of :func:`_candidates`."""
-    ub = terms.amax(0).clamp(min=0)
-    s0 = torch.topk(terms.mean(0).clamp(min=0), k, sorted=False).indices
-    return ub, s0
+#: Neurons evaluated in every resample to bound its k-th largest value from below (at least k).
+_PROBE = 4096
+
+
+def _bound(terms: Float[Tensor, "n neurons"], k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(max_j t⁺ [neurons], Σ_j t⁺ [neurons], S1 [≥ k])`` of :func:`_candidates`."""
+    pos = terms.clamp(min=0)
+    s1 = torch.topk(terms.mean(0), min(max(k, _PROBE), terms.shape[1]), sorted=False).indices
+    return pos.amax(0), pos.sum(0), s1
 
 
 @dataclass

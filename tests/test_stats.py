@@ -203,10 +203,15 @@ def test_vectorised_statistic_equals_slow_loop():
         assert fast[2, b] == pytest.approx(s["minus_over_plus"], rel=1e-5)
 
 
-def test_pruning_is_exact_on_heavy_tailed_data():
+def test_pruning_is_exact_on_heavy_tailed_data(monkeypatch):
+    import neuronscope.influence as inf
+
+    monkeypatch.setattr(inf, "_PROBE", 40)  # probe fewer neurons than there are, so pruning is exercised
     before, after = _attrs(12, {"gate": 400, "down": 300}, seed=1, heavy=True)
     terms = InfluenceTerms.from_attributions(before, after)
     w = torch.distributions.Dirichlet(torch.ones(12, dtype=torch.float64)).sample((50,))
+    n_kept = inf._candidates(terms.plus, w, 20).numel()
+    assert 40 <= n_kept < terms.plus.shape[1] // 2  # the bound prunes most neurons here
     plus, minus = terms.top_sums(w, top=20)
     for got, t in ((plus, terms.plus), (minus, terms.minus)):
         brute = torch.topk((w @ t).clamp(min=0), 20, dim=1).values.sum(1)
