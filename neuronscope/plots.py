@@ -87,6 +87,45 @@ def save_figure(fig, path: str | os.PathLike, *, png: bool = True) -> list[Path]
     return written
 
 
+def uninformative_reason(fig) -> str | None:
+    """Why ``fig`` carries no information, or ``None`` when it does.
+
+    A figure carries no information when no trace has a finite value, when every finite value
+    of every trace is 0 (e.g. an all-zero D̃ heatmap or cumulative curve: nothing changed), or
+    when every heatmap is constant over more than one cell (a map without contrast). Values are
+    ``z`` for heatmaps and ``y`` for other traces; reference lines (traces with
+    ``hoverinfo="skip"``, such as the chance line) are ignored.
+
+    Args:
+        fig: A ``plotly.graph_objects.Figure``.
+
+    Returns:
+        A short phrase (e.g. ``"every value is 0"``) or ``None``.
+    """
+    values, heatmaps = [], []
+    for tr in fig.data:
+        if getattr(tr, "hoverinfo", None) == "skip":
+            continue
+        raw = tr.z if tr.type == "heatmap" else getattr(tr, "y", None)
+        if raw is None:
+            continue
+        try:
+            arr = np.asarray(raw, dtype=float).ravel()
+        except (TypeError, ValueError):
+            return None  # categorical values: assume informative
+        arr = arr[np.isfinite(arr)]
+        values.append(arr)
+        if tr.type == "heatmap":
+            heatmaps.append(arr)
+    if not values or all(a.size == 0 for a in values):
+        return "no finite value to plot"
+    if all(a.size == 0 or not np.any(a) for a in values):
+        return "every value is 0"
+    if heatmaps and len(heatmaps) == len(values) and all(a.size > 1 and np.ptp(a) == 0 for a in heatmaps):
+        return f"every cell has the same value ({heatmaps[0][0]:.3g})"
+    return None
+
+
 def figure_div(fig) -> str:
     """An embeddable ``<div>`` for the HTML report (plotly.js loaded once by the page)."""
     return fig.to_html(include_plotlyjs=False, full_html=False)

@@ -34,6 +34,19 @@ class HTMLReport:
     def __init__(self, title: str) -> None:
         self.title = title
         self._parts: list[str] = []
+        self._opening: list[str] = []
+        #: ``(figure title, reason)`` of every figure replaced by a note.
+        self.omitted: list[tuple[str, str]] = []
+
+    def verdicts(self, verdicts) -> None:
+        """Open the report with the verdicts and their evidence (SPEC §16), whenever this is called.
+
+        Args:
+            verdicts: ``{method: neuronscope.verdict.Verdict}`` or a list of them.
+        """
+        from neuronscope.verdict import verdicts_html
+
+        self._opening.append(verdicts_html(verdicts))
 
     def heading(self, text: str, level: int = 2) -> None:
         self._parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
@@ -63,16 +76,37 @@ class HTMLReport:
         out.append("</table>")
         self._parts.append("\n".join(out))
 
-    def figure(self, fig) -> None:
-        """Append an interactive plotly figure."""
+    def figure(self, fig, *, name: str = "") -> bool:
+        """Append an interactive plotly figure, or a one-line note when it carries no information.
+
+        A figure whose data are all zero, all missing, or a heatmap without contrast
+        (:func:`neuronscope.plots.uninformative_reason`) is replaced by a note naming the figure
+        and the reason, so a reader does not study an empty plot.
+
+        Args:
+            fig: A plotly figure.
+            name: Name used in the note (default: the figure's title).
+
+        Returns:
+            True when the figure was added, False when it was replaced by a note.
+        """
+        from neuronscope.plots import uninformative_reason
+
+        reason = uninformative_reason(fig)
+        if reason is not None:
+            title = name or (fig.layout.title.text if fig.layout.title and fig.layout.title.text else "figure")
+            self.omitted.append((title, reason))
+            self.text(f"Figure “{title}” omitted: {reason}, so it carries no information.", note=True)
+            return False
         self._parts.append(fig.to_html(include_plotlyjs=False, full_html=False))
+        return True
 
     def render(self) -> str:
         import plotly.offline
 
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         js = plotly.offline.get_plotlyjs()
-        body = "\n".join(self._parts)
+        body = "\n".join(self._opening + self._parts)
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style>"
