@@ -288,6 +288,12 @@ def _read_records(source: str | Path, *, split: str = "train") -> tuple[str, lis
     kind = _file_kind(path)
     if kind != "parquet":
         _decode_utf8(raw, name)
+    if kind == "json":
+        # Check the structure in Python first: it names the bad line, and some inputs crash
+        # the arrow JSON reader outright (a file holding just ``null`` segfaults datasets 5.2).
+        where = _locate_json_error(path)
+        if where:
+            raise DataError(f"{name}: {where}")
     builder, kwargs = kind, {}
     if kind == "csv" and path.suffix.lower() == ".tsv":
         kwargs["delimiter"] = "\t"

@@ -321,6 +321,22 @@ def test_no_format_fits_names_file_and_missing_column(tmp_path: Path, rows: list
     assert str(exc.value) == message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("null\n", "j.json: line 1: expected a JSON object, got NoneType"),  # segfaulted the arrow reader
+        ("5", "j.json: line 1: expected a JSON object, got int"),
+        ("[1, 2]", "j.json: record 1: expected a JSON object, got int"),
+        ('{"question": "Q?", "answer": "A"}\nnull\n', "j.json: line 2: expected a JSON object, got NoneType"),
+    ],
+)
+def test_json_that_is_not_records(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "j.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        d.load_data(tmp_path / "j.json")
+    assert str(exc.value) == message
+
+
 @pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
 def test_latin1_file_gives_one_line_naming_the_file(tmp_path: Path, suffix: str) -> None:
     good = tmp_path / f"ok{suffix}"
