@@ -229,7 +229,7 @@ def unlearn(
     seed: Optional[int] = typer.Option(None, help="Training seed (batch order, RMU direction, ...)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (0 = off)."),
     ssiuu_grad: Optional[str] = typer.Option(None, help="SSIUU gradient: exact or first_order."),
-    data: Optional[str] = typer.Option(None, help="Data file or folder (FaithUn, FaithUn release with its split files, TOFU; JSON/JSONL/parquet/CSV) or Hub name (default: the embedded fact set)."),
+    data: Optional[str] = typer.Option(None, help="Data file or folder (FaithUn, FaithUn release with its split files, TOFU; JSON/JSONL/parquet/CSV) or Hub name (default: the --config file's data block, else the embedded fact set)."),
     split_seed: int = typer.Option(0, help="Seed of the forget/retain/test split."),
     known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
     known_candidates: Optional[int] = typer.Option(None, help="With --known-only: score only this many sampled facts."),
@@ -246,6 +246,8 @@ def unlearn(
     overrides = dict(lam=lam, max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, threshold=threshold,
                      seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
+    if data is None and config is not None:
+        data = _config_data(config)
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
                        split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, splits_file=splits,
                        resume=resume, overwrite=overwrite,
@@ -255,6 +257,34 @@ def unlearn(
     state = f"reached FS ≤ {cfg.threshold} after {s['steps']} steps" if s["reached"] else f"threshold not reached in {s['steps']} steps"
     typer.echo(f"{cfg.method} lr {s['lr']:g}: {state} ({s['seconds_per_step']:.2f} s/step); {scores}")
     typer.echo(f"wrote {out / 'model'}, {out / 'summary.json'}")
+
+
+def _config_data(config: Path) -> Optional[str]:
+    """The data a run config's ``data`` block names (``file`` / ``path`` / ``hub``); None = the embedded FaithUn set.
+
+    Raises:
+        ConfigError: The block names a dataset other than FaithUn (e.g. ``"tofu"``) but no file or Hub name.
+    """
+    import json
+
+    from neuronscope.errors import ConfigError
+
+    raw = json.loads(Path(config).read_text(encoding="utf-8"))  # already validated by resolve_config
+    block = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(block, dict):
+        return None
+    for key in ("file", "path", "hub"):
+        value = block.get(key)
+        if isinstance(value, str) and value.strip():
+            near = Path(config).parent / value  # a relative file is looked up beside the config too
+            return str(near) if key != "hub" and not Path(value).exists() and near.exists() else value
+    dataset = block.get("dataset", "faithun")
+    if dataset != "faithun":
+        raise ConfigError(
+            f"{config}: field 'data': dataset {dataset!r} names no data; add \"file\" or \"hub\" "
+            "(e.g. \"hub\": \"locuslab/TOFU:full\") to the block, or pass --data"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- attacks / report

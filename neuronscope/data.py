@@ -532,9 +532,12 @@ def load_faithun(path: str | Path | None = None) -> list[QAItem]:
     Option comparisons ignore case and repeated whitespace.
 
     Args:
-        path: A ``.json`` (array) or ``.jsonl`` file, a Hub name ``owner/name[:config]``, or
-            ``None`` for the embedded set of real, well-known facts (``faithun_facts.jsonl``:
-            285 entities, 642 questions, 3 options and 1–2 paraphrases each).
+        path: A JSON (array), JSON Lines, parquet or CSV file, the FaithUn release (its JSON
+            file or folder: the base questions, see :func:`load_faithun_release`), a Hub name
+            ``owner/name[:config]``, or ``None`` for the embedded set of real, well-known facts
+            (``faithun_facts.jsonl``: 285 entities, 642 questions, 3 options and 1–2
+            paraphrases each). Release-style rows (``answers`` list, ``false_answer_options``)
+            and ``option1``… columns are accepted too.
 
     Returns:
         The items in file order.
@@ -602,7 +605,7 @@ class FaithUnSplits:
 
     @classmethod
     def from_dict(
-        cls, ids: Mapping[str, Any], items: Iterable[QAItem], extra_items: Iterable[QAItem] = ()
+        cls, ids: Mapping[str, Any], items: Iterable[QAItem], extra_items: Iterable[QAItem] | None = None
     ) -> "FaithUnSplits":
         """Rebuild splits from :meth:`to_dict` output and the item list.
 
@@ -611,7 +614,8 @@ class FaithUnSplits:
                 missing keys mean empty splits; optional ``extra`` and ``source`` as written
                 by :meth:`to_dict`.
             items: The items the ids refer to.
-            extra_items: The items the ``extra`` ids refer to (e.g. :attr:`LoadedData.extra`).
+            extra_items: The items the ``extra`` ids refer to (e.g. :attr:`LoadedData.extra`);
+                None leaves ``extra`` empty (it can be rebuilt with :meth:`LoadedData.make_splits`).
 
         Raises:
             DataError: An id that is not among ``items``, an id used in two splits, or a
@@ -635,7 +639,7 @@ class FaithUnSplits:
             parts[name] = part
         extra: dict[str, dict[str, list[QAItem]]] = {}
         raw_extra = ids.get("extra") or {}
-        if raw_extra:
+        if raw_extra and extra_items is not None:
             pool = {it.id: it for it in extra_items}
             if not isinstance(raw_extra, Mapping):
                 raise DataError(f"field 'extra': expected an object, got {type(raw_extra).__name__}")
