@@ -31,6 +31,13 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     _STATE["debug"] = debug
 
 
+#: Help of every ``--data`` option (resolved by :func:`neuronscope.pipeline.load_items`).
+_DATA_HELP = (
+    "Split name of the embedded set (forget/retain/test/held_out/all), a data file or folder (FaithUn, the FaithUn "
+    "release, TOFU; JSON/JSONL/parquet/CSV; FILE:SPLIT for one split), a run's splits.json[:SPLIT], or a Hub name."
+)
+
+
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code=2)
@@ -88,7 +95,7 @@ def _table_markdown(run: Path) -> str:
 @app.command()
 def attribute(
     model: str = typer.Option(..., help="Model name or path."),
-    data: str = typer.Option("forget", help="Split name of the embedded set (forget/retain/test) or a FaithUn-format file."),
+    data: str = typer.Option("forget", help=_DATA_HELP),
     out: Path = typer.Option(..., help="Output .safetensors file (metadata in OUT.json)."),
     target: str = typer.Option("prob", help="prob (paper Eq. 1) or logprob."),
     positions: str = typer.Option("all", help="all non-padding input positions, or prompt."),
@@ -136,7 +143,7 @@ def heatmap(
     out: Path = typer.Option(..., help="Output HTML file (PNG beside it when kaleido works)."),
     before: Optional[str] = typer.Option(None, help="Model before unlearning (name or path)."),
     after: Optional[str] = typer.Option(None, help="Model after unlearning (name or path)."),
-    data: str = typer.Option("forget", help="Split name or FaithUn-format file (with --before/--after)."),
+    data: str = typer.Option("forget", help=_DATA_HELP),
     influence_file: Optional[Path] = typer.Option(None, "--influence", help="A saved influence file instead of models."),
     top: int = typer.Option(100, help="Mean of the top-N D̃ per cell."),
     seed: int = typer.Option(0, help="Split seed."),
@@ -165,7 +172,7 @@ def heatmap(
 @app.command("logit-lens")
 def logit_lens_cmd(
     model: List[str] = typer.Option(..., "--model", help="Model name or path; repeat for several (LABEL=PATH to name one)."),
-    data: str = typer.Option("forget", help="Split name of the embedded set (forget/retain/test/held_out/all) or a FaithUn-format file."),
+    data: str = typer.Option("forget", help=_DATA_HELP),
     out: Path = typer.Option(..., help="Output directory for logit_lens.html and logit_lens.json."),
     seed: int = typer.Option(0, help="Split seed and distractor seed."),
     batch_size: int = typer.Option(8, help="Prompts per forward pass."),
@@ -201,7 +208,7 @@ def correlate(
     after_attr: Optional[Path] = typer.Option(None, "--after-attr", help="Saved attribution file of model b (e.g. after the attack)."),
     model_a: Optional[str] = typer.Option(None, "--model-a", help="Model a (name or path), attributed on --data."),
     model_b: Optional[str] = typer.Option(None, "--model-b", help="Model b (name or path), attributed on --data."),
-    data: str = typer.Option("forget", help="Split name or FaithUn-format file (with --model-a/--model-b)."),
+    data: str = typer.Option("forget", help=_DATA_HELP),
     label_a: str = typer.Option("before", help="Name of model a in the report."),
     label_b: str = typer.Option("after", help="Name of model b in the report."),
     seed: int = typer.Option(0, help="Split seed."),
@@ -252,7 +259,7 @@ def unlearn(
     seed: Optional[int] = typer.Option(None, help="Training seed (batch order, RMU direction, ...)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (0 = off)."),
     ssiuu_grad: Optional[str] = typer.Option(None, help="SSIUU gradient: exact or first_order."),
-    data: Optional[str] = typer.Option(None, help="FaithUn-format file (default: the embedded fact set)."),
+    data: Optional[str] = typer.Option(None, help="Data file or folder (FaithUn, FaithUn release with its split files, TOFU; JSON/JSONL/parquet/CSV) or Hub name (default: the --config file's data block, else the embedded fact set)."),
     split_seed: int = typer.Option(0, help="Seed of the forget/retain/test split."),
     known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
     known_candidates: Optional[int] = typer.Option(None, help="With --known-only: score only this many sampled facts."),
@@ -271,6 +278,8 @@ def unlearn(
     overrides = dict(lam=lam, max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, threshold=threshold,
                      seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad, protocol=protocol)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
+    if data is None and config is not None:
+        data = _config_data(config)
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
                        split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, known_delta=known_delta, splits_file=splits,
                        resume=resume, overwrite=overwrite,
@@ -280,6 +289,34 @@ def unlearn(
     state = f"reached FS ≤ {cfg.threshold} after {s['steps']} steps" if s["reached"] else f"threshold not reached in {s['steps']} steps"
     typer.echo(f"{cfg.method} lr {s['lr']:g}: {state} ({s['seconds_per_step']:.2f} s/step); {scores}")
     typer.echo(f"wrote {out / 'model'}, {out / 'summary.json'}")
+
+
+def _config_data(config: Path) -> Optional[str]:
+    """The data a run config's ``data`` block names (``file`` / ``path`` / ``hub``); None = the embedded FaithUn set.
+
+    Raises:
+        ConfigError: The block names a dataset other than FaithUn (e.g. ``"tofu"``) but no file or Hub name.
+    """
+    import json
+
+    from neuronscope.errors import ConfigError
+
+    raw = json.loads(Path(config).read_text(encoding="utf-8"))  # already validated by resolve_config
+    block = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(block, dict):
+        return None
+    for key in ("file", "path", "hub"):
+        value = block.get(key)
+        if isinstance(value, str) and value.strip():
+            near = Path(config).parent / value  # a relative file is looked up beside the config too
+            return str(near) if key != "hub" and not Path(value).exists() and near.exists() else value
+    dataset = block.get("dataset", "faithun")
+    if dataset != "faithun":
+        raise ConfigError(
+            f"{config}: field 'data': dataset {dataset!r} names no data; add \"file\" or \"hub\" "
+            "(e.g. \"hub\": \"locuslab/TOFU:full\") to the block, or pass --data"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- attacks / report
@@ -294,7 +331,7 @@ def attack(
     epochs: Optional[int] = typer.Option(None, help="Retraining epochs (default 10 harmful, 1 benign)."),
     batch_size: int = typer.Option(8, help="Examples per optimiser step."),
     eval_every: Optional[str] = typer.Option(None, help="'epoch' or N steps between FS evaluations."),
-    data: str = typer.Option("forget", help="Forget set: split name of the embedded set, a FaithUn-format file, or a run's splits.json."),
+    data: str = typer.Option("forget", help=_DATA_HELP),
     split_seed: int = typer.Option(0, help="Split seed (with a split name)."),
     n_alpaca: int = typer.Option(1000, help="Benign attack: number of Alpaca-format items."),
     alpaca: Optional[str] = typer.Option(None, help="Benign attack: Alpaca-format file or hub name (default: shipped set)."),
@@ -307,9 +344,11 @@ def attack(
 
     forget = _forget_items(data, split_seed)
     every = None if eval_every is None else ("epoch" if eval_every == "epoch" else _int_option("eval-every", eval_every))
+    # Question-answer data without false options (TOFU) is scored by ROUGE-L recall (SPEC §11).
+    metric = "accuracy" if all(i.false_options for i in forget) else "rouge"
     cfg = AttackConfig(
         kind=kind, p=p, lrs=tuple(lr) if lr else None, seeds=seeds, epochs=epochs, batch_size=batch_size,
-        eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca, protocol=protocol,
+        eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca, protocol=protocol, metric=metric,
     )
     m = load_model(model)
     res = run_attack(m, forget, cfg, run_dir=out, progress=True)
@@ -330,22 +369,6 @@ def _int_option(name: str, value: str) -> int:
 
 
 def _forget_items(data: str, seed: int) -> list:
-    import json
-
-    from neuronscope.errors import NeuronscopeError
-
-    path = Path(data)
-    if path.name.endswith("splits.json") and path.exists():
-        from neuronscope.data import FaithUnSplits, load_faithun
-
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise NeuronscopeError(f"{path}: not valid JSON (line {exc.lineno})") from None
-        splits = FaithUnSplits.from_dict(raw.get("splits", raw), load_faithun())
-        if not splits.forget:
-            raise NeuronscopeError(f"{path}: field 'forget' is empty")
-        return splits.forget
     from neuronscope.pipeline import load_items
 
     return load_items(data, seed=seed)

@@ -17,9 +17,14 @@ Implements the data side of SPEC §10 and paper §6.1 / App. B.1:
 * **TOFU format** (Maini et al., 2024): fictitious author profiles turned into QA pairs with
   full-sentence answers; the forget set is 1 % of the questions, taken as whole authors.
 
-Every loader reads local JSON / JSON Lines files through ``datasets.load_dataset("json",
-data_files=...)`` and accepts Hugging Face Hub names (``owner/name`` or
-``owner/name:config``) for users who are online. Bad input raises :class:`DataError` with a
+Every loader reads local JSON / JSON Lines, parquet and CSV files through
+``datasets.load_dataset("json" | "parquet" | "csv", data_files=...)`` and accepts Hugging Face
+Hub names (``owner/name`` or ``owner/name:config``) for users who are online.
+:func:`load_data` detects the format from the columns and also reads the **FaithUn release
+as published** (a JSON object keyed by Wikidata entity id, with its split files of cluster
+indices); it returns the items with a :class:`DataSource` (path, format, SHA-256) that
+:meth:`FaithUnSplits.to_dict` records, so :func:`load_splits_file` reloads a run's
+``splits.json`` from wherever its items came from. Bad input raises :class:`DataError` with a
 one-line message naming the file, the 1-based record (or line) and the field, e.g.
 ``faithun.jsonl: record 7: field 'answer' is missing``. Nothing here reads outside the
 package at run time.
@@ -55,6 +60,15 @@ __all__ = [
     "split_tofu",
     "FAITHUN_FILE",
     "UTILITY_FILE",
+    "FORMATS",
+    "DataSource",
+    "LoadedData",
+    "detect_format",
+    "load_data",
+    "load_faithun_release",
+    "load_source",
+    "load_splits_file",
+    "is_splits_file",
 ]
 
 #: Embedded FaithUn-format fact set (inside ``neuronscope/resources``).
@@ -186,6 +200,8 @@ def _locate_json_error(path: Path) -> str:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             return f"line {exc.lineno}: malformed JSON ({exc.msg})"
+        except RecursionError:
+            return "line 1: JSON nested too deeply"
         if not isinstance(data, list):
             return "line 1: expected a JSON array of records"
         if not data:
@@ -201,20 +217,57 @@ def _locate_json_error(path: Path) -> str:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             return f"line {lineno}: malformed JSON ({exc.msg})"
+        except RecursionError:
+            return f"line {lineno}: JSON nested too deeply"
         if not isinstance(rec, dict):
             return f"line {lineno}: expected a JSON object, got {type(rec).__name__}"
     return ""
 
 
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_SUFFIXES = (".csv", ".tsv")
+
+
+def _file_kind(path: Path) -> str:
+    """``"parquet"``, ``"csv"`` or ``"json"`` (JSON array or JSON Lines) from the file suffix."""
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in _CSV_SUFFIXES:
+        return "csv"
+    return "json"
+
+
+def _decode_utf8(raw: bytes, name: str) -> str:
+    """``raw`` as text; a clean one-line :class:`DataError` when it is not UTF-8 (e.g. latin-1)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{name}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _read_records(source: str | Path, *, split: str = "train") -> tuple[str, list[dict[str, Any]]]:
-    """Read records from a local JSON/JSONL file (or a Hub dataset name) via ``datasets``.
+    """Read records from a local file (or a Hub dataset name) via ``datasets``.
+
+    Local files: JSON (an array of records), JSON Lines, parquet (``.parquet``/``.pq``) or
+    CSV (``.csv``; ``.tsv`` tab-separated), chosen by suffix; any other suffix is read as
+    JSON / JSON Lines. Text files must be UTF-8.
 
     Returns:
         ``(display_name, records)`` where ``display_name`` is the file name used in messages.
 
     Raises:
-        DataError: Missing file, directory, empty file, malformed JSON (with its line), or a
-            Hub dataset that cannot be loaded.
+        DataError: Missing file, directory, empty file, a file that is not UTF-8, malformed
+            JSON (with its line), an unreadable parquet/CSV file, or a Hub dataset that
+            cannot be loaded.
     """
     path = Path(source)
     if not path.exists():
@@ -225,22 +278,41 @@ def _read_records(source: str | Path, *, split: str = "train") -> tuple[str, lis
         raise DataError(f"{source}: file not found")
     name = path.name
     if path.is_dir():
-        raise DataError(f"{source}: is a directory, expected a JSON or JSON Lines file")
-    raw = path.read_bytes()
+        raise DataError(f"{source}: is a directory, expected a JSON, JSON Lines, parquet or CSV file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{name}: cannot be read ({exc.strerror})") from None
     if not raw.strip():
         raise DataError(f"{name}: file is empty (no records)")
-    try:
-        with _quiet_datasets():
-            ds = load_dataset("json", data_files=str(path), split="train")
-    except Exception as exc:  # datasets wraps parser errors in several exception types
+    kind = _file_kind(path)
+    if kind != "parquet":
+        _decode_utf8(raw, name)
+    if kind == "json":
+        # Check the structure in Python first: it names the bad line, and some inputs crash
+        # the arrow JSON reader outright (a file holding just ``null`` segfaults datasets 5.2).
         where = _locate_json_error(path)
         if where:
-            raise DataError(f"{name}: {where}") from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{name}: cannot be read as JSON records ({first})") from None
+            raise DataError(f"{name}: {where}")
+    builder, kwargs = kind, {}
+    if kind == "csv" and path.suffix.lower() == ".tsv":
+        kwargs["delimiter"] = "\t"
+    try:
+        with _quiet_datasets():
+            ds = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as exc:  # datasets wraps parser errors in several exception types
+        if kind == "json":
+            where = _locate_json_error(path)
+            if where:
+                raise DataError(f"{name}: {where}") from None
+            raise DataError(f"{name}: cannot be read as JSON records ({_first_line(exc)})") from None
+        label = "parquet" if kind == "parquet" else "CSV"
+        raise DataError(f"{name}: cannot be read as {label} ({_first_line(exc)})") from None
     records = ds.to_list()
     if not records:
         raise DataError(f"{name}: file is empty (no records)")
+    if not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{name}: expected records with named columns")
     return name, records
 
 
@@ -250,8 +322,7 @@ def _read_hub(name: str, *, split: str) -> tuple[str, list[dict[str, Any]]]:
         with _quiet_datasets():
             ds = load_dataset(repo, config or None, split=split)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{name}: cannot load from the Hugging Face Hub ({first})") from None
+        raise DataError(f"{name}: cannot load from the Hugging Face Hub ({_first_line(exc)})") from None
     records = ds.to_list()
     if not records:
         raise DataError(f"{name}: dataset is empty (no records)")
@@ -274,13 +345,14 @@ def _resource_json(filename: str) -> dict[str, Any]:
 class _Record:
     """Field access on one raw record with located error messages."""
 
-    def __init__(self, rec: Mapping[str, Any], number: int, file: str) -> None:
+    def __init__(self, rec: Mapping[str, Any], number: int, file: str, where: str | None = None) -> None:
         self.rec = rec
         self.number = number
         self.file = file
+        self.where = where or f"record {number}"
 
     def error(self, field_name: str, problem: str) -> DataError:
-        return DataError(f"{self.file}: record {self.number}: field '{field_name}' {problem}")
+        return DataError(f"{self.file}: {self.where}: field '{field_name}' {problem}")
 
     def first_key(self, *names: str) -> str | None:
         """The first of ``names`` present with a non-null value."""
@@ -309,6 +381,8 @@ class _Record:
         if key is None:
             return None, []
         value = self.rec[key]
+        if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+            value = _list_literal(value)  # CSV cells hold lists as text: '["a", "b"]' or "['a', 'b']"
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
@@ -319,6 +393,23 @@ class _Record:
                 raise self.error(key, f"must be a list of strings, got an element of type {type(v).__name__}")
             out.append(str(v).strip())
         return key, out
+
+
+def _list_literal(text: str) -> Any:
+    """A list written as text (JSON or Python literal), or ``text`` itself when it is not one."""
+    import ast
+
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    return text
+
+
+_OPTION_COLUMN = re.compile(r"^option_?(\d+)$")
 
 
 def _casefold(s: str) -> str:
@@ -335,11 +426,27 @@ def _mcqa_item(r: _Record, stem: str) -> QAItem:
     paraphrases = [p for p in paraphrases if p]
 
     opt_key, options = r.text_list("options", "choices")
-    false_key, false_opts = r.text_list("false_options", "wrong_options", "distractors", "false_answers")
+    if opt_key is None:  # option1, option2, ... columns (TOFU real_authors / world_facts layout)
+        numbered = sorted(
+            (int(m.group(1)), k) for k in r.rec if isinstance(k, str) and (m := _OPTION_COLUMN.match(k)) and r.rec[k] is not None
+        )
+        if numbered:
+            opt_key = numbered[0][1]
+            options = [r.text(k) for _, k in numbered]
+    false_key, false_opts = r.text_list(
+        "false_options", "false_answer_options", "wrong_options", "distractors", "false_answers"
+    )
 
     # An integer answer with an options list may be an index into it (common MCQA layout).
     raw_answer = r.rec.get("answer")
-    if (
+    if raw_answer is None and r.rec.get("answers") is not None:
+        # FaithUn release: ``answers`` is a list whose first entry is the answer (the rest aliases).
+        _, answers = r.text_list("answers")
+        answers = [a for a in answers if a]
+        if not answers:
+            raise r.error("answers", "is empty")
+        answer = answers[0]
+    elif (
         opt_key is not None
         and isinstance(raw_answer, int)
         and not isinstance(raw_answer, bool)
@@ -395,6 +502,8 @@ def _check_unique_ids(items: Sequence[QAItem], file: str) -> None:
 
 
 def _load_mcqa(source: str | Path | None, default: str) -> list[QAItem]:
+    if source is not None and _release_json(Path(source)) is not None:
+        return load_data(source).items
     if source is None:
         with _resource(default) as p:
             name, records = _read_records(p)
@@ -423,9 +532,12 @@ def load_faithun(path: str | Path | None = None) -> list[QAItem]:
     Option comparisons ignore case and repeated whitespace.
 
     Args:
-        path: A ``.json`` (array) or ``.jsonl`` file, a Hub name ``owner/name[:config]``, or
-            ``None`` for the embedded set of real, well-known facts (``faithun_facts.jsonl``:
-            285 entities, 642 questions, 3 options and 1–2 paraphrases each).
+        path: A JSON (array), JSON Lines, parquet or CSV file, the FaithUn release (its JSON
+            file or folder: the base questions, see :func:`load_faithun_release`), a Hub name
+            ``owner/name[:config]``, or ``None`` for the embedded set of real, well-known facts
+            (``faithun_facts.jsonl``: 285 entities, 642 questions, 3 options and 1–2
+            paraphrases each). Release-style rows (``answers`` list, ``false_answer_options``)
+            and ``option1``… columns are accepted too.
 
     Returns:
         The items in file order.
@@ -463,45 +575,87 @@ class FaithUnSplits:
         retain: Items whose knowledge is kept during unlearning (C_r).
         test: Unseen items for the retention score (C_t).
         held_out: The remaining items, in no split.
+        extra: Extra evaluation sets per split, ``{split: {set: items}}`` — for the FaithUn
+            release the paraphrase (``hop1_test``), multi-hop (``hop2_test``) and same-answer
+            (``same_object``) questions of each split's clusters; empty otherwise.
+        source: Where the items came from (:meth:`DataSource.to_dict`), so the split can be
+            reloaded without the original call (:func:`load_splits_file`); None = unknown
+            (old ``splits.json`` files: the embedded set).
     """
 
     forget: list[QAItem]
     retain: list[QAItem]
     test: list[QAItem]
     held_out: list[QAItem] = field(default_factory=list)
+    extra: dict[str, dict[str, list[QAItem]]] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
 
     _NAMES = ("forget", "retain", "test", "held_out")
 
-    def to_dict(self) -> dict[str, list[str]]:
-        """The item ids of each split (JSON-ready)."""
-        return {name: [it.id for it in getattr(self, name)] for name in self._NAMES}
+    def to_dict(self) -> dict[str, Any]:
+        """The item ids of each split (JSON-ready), plus ``extra`` and ``source`` when set."""
+        d: dict[str, Any] = {name: [it.id for it in getattr(self, name)] for name in self._NAMES}
+        if self.extra:
+            d["extra"] = {
+                split: {kind: [it.id for it in items] for kind, items in sets.items()} for split, sets in self.extra.items()
+            }
+        if self.source is not None:
+            d["source"] = dict(self.source)
+        return d
 
     @classmethod
-    def from_dict(cls, ids: Mapping[str, Sequence[str]], items: Iterable[QAItem]) -> "FaithUnSplits":
+    def from_dict(
+        cls, ids: Mapping[str, Any], items: Iterable[QAItem], extra_items: Iterable[QAItem] | None = None
+    ) -> "FaithUnSplits":
         """Rebuild splits from :meth:`to_dict` output and the item list.
 
         Args:
             ids: ``{"forget": [...], "retain": [...], "test": [...], "held_out": [...]}``;
-                missing keys mean empty splits.
+                missing keys mean empty splits; optional ``extra`` and ``source`` as written
+                by :meth:`to_dict`.
             items: The items the ids refer to.
+            extra_items: The items the ``extra`` ids refer to (e.g. :attr:`LoadedData.extra`);
+                None leaves ``extra`` empty (it can be rebuilt with :meth:`LoadedData.make_splits`).
 
         Raises:
-            DataError: An id that is not among ``items``, or an id used in two splits.
+            DataError: An id that is not among ``items``, an id used in two splits, or a
+                split that is not a list of ids.
         """
         by_id = {it.id: it for it in items}
         used: dict[str, str] = {}
         parts: dict[str, list[QAItem]] = {}
         for name in cls._NAMES:
             part = []
-            for i in ids.get(name, ()) or ():
-                if i not in by_id:
-                    raise DataError(f"split '{name}': unknown item id '{i}'")
+            raw = ids.get(name, ()) or ()
+            if not isinstance(raw, (list, tuple)):
+                raise DataError(f"split '{name}': expected a list of item ids, got {type(raw).__name__}")
+            for i in raw:
+                if not isinstance(i, str) or i not in by_id:
+                    raise DataError(f"split '{name}': unknown item id {i!r}")
                 if i in used:
                     raise DataError(f"split '{name}': item id '{i}' is also in split '{used[i]}'")
                 used[i] = name
                 part.append(by_id[i])
             parts[name] = part
-        return cls(**parts)
+        extra: dict[str, dict[str, list[QAItem]]] = {}
+        raw_extra = ids.get("extra") or {}
+        if raw_extra and extra_items is not None:
+            pool = {it.id: it for it in extra_items}
+            if not isinstance(raw_extra, Mapping):
+                raise DataError(f"field 'extra': expected an object, got {type(raw_extra).__name__}")
+            for split, sets in raw_extra.items():
+                if not isinstance(sets, Mapping):
+                    raise DataError(f"extra '{split}': expected an object of set name -> ids")
+                extra[split] = {}
+                for kind, kind_ids in sets.items():
+                    if not isinstance(kind_ids, (list, tuple)):
+                        raise DataError(f"extra '{split}/{kind}': expected a list of item ids")
+                    missing = [i for i in kind_ids if not isinstance(i, str) or i not in pool]
+                    if missing:
+                        raise DataError(f"extra '{split}/{kind}': unknown item id {missing[0]!r}")
+                    extra[split][kind] = [pool[i] for i in kind_ids]
+        source = ids.get("source")
+        return cls(**parts, extra=extra, source=dict(source) if isinstance(source, Mapping) else None)
 
     def summary(self) -> str:
         """One line: the size of each split and the number of distinct entities."""
@@ -857,14 +1011,17 @@ def load_tofu(path: str | Path, *, questions_per_author: int = 20) -> list[QAIte
 
     TOFU files have no author field; their questions come in blocks of 20 per author, so
     ``entity`` becomes ``"author-<k>"`` by block (override with an ``author``/``entity``
-    field, or ``questions_per_author``). ``paraphrased_question`` becomes a paraphrase.
+    field, or ``questions_per_author``). ``paraphrased_question`` becomes a paraphrase; the
+    ``*_perturbed`` configs' ``perturbed_answer`` list becomes the false options (MCQA-style
+    evaluation), empty and duplicate options dropped.
 
     Args:
-        path: A ``.json``/``.jsonl`` file or a Hub name such as ``locuslab/TOFU:forget01``.
+        path: A JSON / JSON Lines / parquet / CSV file or a Hub name such as
+            ``locuslab/TOFU:forget01`` (or ``locuslab/TOFU:forget01_perturbed``).
         questions_per_author: Block size used to group questions by author.
 
     Returns:
-        The items in file order with empty ``false_options``.
+        The items in file order (``false_options`` empty unless rows carry perturbed answers).
 
     Raises:
         DataError: Bad file, a record missing ``question``/``answer``, duplicate ids,
@@ -874,23 +1031,32 @@ def load_tofu(path: str | Path, *, questions_per_author: int = 20) -> list[QAIte
         raise DataError(f"questions_per_author must be a positive integer, got {questions_per_author!r}")
     name, records = _read_records(path)
     stem = Path(str(path)).stem if Path(path).exists() else _slug(name)
-    items = []
-    for i, rec in enumerate(records, start=1):
-        r = _Record(rec, i, name)
-        question, answer = r.text("question"), r.text("answer")
-        author = r.text("author", "entity", "subject", required=False) or f"author-{(i - 1) // questions_per_author + 1}"
-        _, paras = r.text_list("paraphrases", "paraphrased_question", "paraphrased_questions")
-        items.append(
-            QAItem(
-                id=r.text("id", required=False) or f"{stem}-{i}",
-                question=question,
-                answer=answer,
-                entity=author,
-                paraphrases=tuple(p for p in paras if p),
-            )
-        )
+    items = [_tofu_item(_Record(rec, i, name), stem, questions_per_author) for i, rec in enumerate(records, start=1)]
     _check_unique_ids(items, name)
     return items
+
+
+def _tofu_item(r: _Record, stem: str, questions_per_author: int) -> QAItem:
+    """One TOFU row as a :class:`QAItem` (``*_perturbed`` rows: perturbed answers → false options)."""
+    question, answer = r.text("question"), r.text("answer")
+    author = r.text("author", "entity", "subject", required=False)
+    author = author or f"author-{(r.number - 1) // questions_per_author + 1}"
+    _, paras = r.text_list("paraphrases", "paraphrased_question", "paraphrased_questions")
+    _, perturbed = r.text_list("perturbed_answer", "perturbed_answers")
+    false_opts: list[str] = []
+    seen = {_casefold(answer)}
+    for o in perturbed:  # published rows are kept as they are: drop empty / duplicate options
+        if o and _casefold(o) not in seen:
+            seen.add(_casefold(o))
+            false_opts.append(o)
+    return QAItem(
+        id=r.text("id", required=False) or f"{stem}-{r.number}",
+        question=question,
+        answer=answer,
+        false_options=tuple(false_opts),
+        entity=author,
+        paraphrases=tuple(p for p in paras if p and p != question),
+    )
 
 
 def split_tofu(items: Sequence[QAItem], forget: float = 0.01, seed: int = 0) -> FaithUnSplits:
@@ -939,4 +1105,581 @@ def split_tofu(items: Sequence[QAItem], forget: float = 0.01, seed: int = 0) -> 
         retain=[it for it in items if author_of[it.id] not in chosen],
         test=[],
         held_out=[],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Real releases: format detection, the FaithUn release, provenance
+# --------------------------------------------------------------------------------------------
+
+#: Formats :func:`load_data` recognises (``format=`` accepts these or ``"auto"``).
+FORMATS = ("faithun", "faithun-release", "tofu", "tofu-perturbed", "alpaca")
+#: The FaithUn release's four question lists per entity (SPEC §10).
+RELEASE_LISTS = ("hop1_unlearn", "hop1_test", "hop2_test", "same_object")
+#: Extra evaluation sets of the release: list name → set name.
+RELEASE_EXTRA = {"hop1_test": "paraphrase", "hop2_test": "multihop", "same_object": "same_answer"}
+#: The release's split files (cluster indices, one per line) → split name.
+RELEASE_SPLIT_FILES = {"forget": "forget_set_split.txt", "retain": "retaining_set_split.txt", "test": "test_set_split.txt"}
+_RELEASE_NAMES = ("FaithUnBench.json",)
+_MCQA_COLUMNS = ("options", "choices", "false_options", "false_answer_options", "wrong_options", "distractors", "false_answers")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a data set came from: enough to load it again later (SPEC §10, §14).
+
+    Attributes:
+        kind: ``"embedded"`` (shipped with the package), ``"file"`` or ``"hub"``.
+        location: The shipped file name, the absolute file path, or the Hub name
+            (``owner/name[:config]``).
+        format: One of :data:`FORMATS`.
+        fingerprint: ``"sha256:<hex>"`` of the file's bytes (for the FaithUn release: of the
+            JSON file), the ``datasets`` fingerprint for the Hub, ``""`` if unknown.
+    """
+
+    kind: str
+    location: str
+    format: str
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-ready dict (inverse: :meth:`from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "source") -> "DataSource":
+        """Read :meth:`to_dict` output.
+
+        Raises:
+            DataError: Not an object, or ``kind`` / ``location`` / ``format`` missing or invalid.
+        """
+        if not isinstance(d, Mapping):
+            raise DataError(f"{where}: expected an object with kind, location, format")
+        for key in ("kind", "location", "format"):
+            if not isinstance(d.get(key), str) or not d.get(key):
+                raise DataError(f"{where}: field '{key}' is missing")
+        if d["kind"] not in ("embedded", "file", "hub"):
+            raise DataError(f"{where}: field 'kind' must be embedded, file or hub, got {d['kind']!r}")
+        if d["format"] not in FORMATS:
+            raise DataError(f"{where}: field 'format' must be one of {', '.join(FORMATS)}, got {d['format']!r}")
+        fp = d.get("fingerprint", "")
+        return cls(kind=d["kind"], location=d["location"], format=d["format"], fingerprint=fp if isinstance(fp, str) else "")
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``file /data/tofu.parquet (tofu)``."""
+        return f"{self.kind} {self.location} ({self.format})"
+
+
+@dataclass
+class LoadedData:
+    """A data set loaded by :func:`load_data`, with its provenance and any published splits.
+
+    Attributes:
+        items: The items: :class:`QAItem` (FaithUn, FaithUn release base questions, TOFU) or
+            :class:`InstructionItem` (Alpaca), in file order.
+        format: The detected (or given) format, one of :data:`FORMATS`.
+        source: Where the items came from.
+        splits: The published splits (FaithUn release with its split files), else None.
+        extra: Extra evaluation sets by name (release: ``paraphrase``, ``multihop``,
+            ``same_answer``; TOFU ``*_perturbed``: ``paraphrase``), else empty.
+        links: For each extra item id, the indices into :attr:`items` of the questions (the
+            release's clusters) it belongs to.
+    """
+
+    items: list
+    format: str
+    source: DataSource
+    splits: FaithUnSplits | None = None
+    extra: dict[str, list[QAItem]] = field(default_factory=dict)
+    links: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def is_qa(self) -> bool:
+        """Whether the items are questions with answers (everything but Alpaca)."""
+        return self.format != "alpaca"
+
+    @property
+    def has_options(self) -> bool:
+        """Whether every item carries false options (MCQA evaluation is possible)."""
+        return self.is_qa and all(it.false_options for it in self.items)
+
+    def extra_for(self, items: Sequence[QAItem]) -> dict[str, list[QAItem]]:
+        """The extra evaluation items that belong to ``items`` (by cluster), per set name.
+
+        Args:
+            items: Some of :attr:`items` (e.g. a split).
+
+        Returns:
+            ``{set name: items}`` for every set with at least one linked item, in file order.
+        """
+        index = {it.id: k for k, it in enumerate(self.items)}
+        chosen = {index[it.id] for it in items if it.id in index}
+        out: dict[str, list[QAItem]] = {}
+        for name, extra_items in self.extra.items():
+            picked = [e for e in extra_items if chosen.intersection(self.links.get(e.id, ()))]
+            if picked:
+                out[name] = picked
+        return out
+
+    def make_splits(self, splits: FaithUnSplits) -> FaithUnSplits:
+        """``splits`` with this data's :attr:`source` and the extra sets of each split attached."""
+        extra = {}
+        for name in FaithUnSplits._NAMES:
+            sets = self.extra_for(getattr(splits, name))
+            if sets:
+                extra[name] = sets
+        return FaithUnSplits(
+            forget=list(splits.forget), retain=list(splits.retain), test=list(splits.test),
+            held_out=list(splits.held_out), extra=extra, source=self.source.to_dict(),
+        )
+
+    def split(self, *, seed: int = 0, **fractions: float) -> FaithUnSplits:
+        """The published splits if there are any, else a seeded split with provenance.
+
+        FaithUn-format data uses :func:`split_faithun` (paper 5 % / 10 % / 70 %); TOFU uses
+        :func:`split_tofu` by whole authors (forget 1 %). ``fractions`` override the split
+        fractions (``forget=``, and for FaithUn ``retain=``, ``test=``).
+
+        Raises:
+            DataError: Alpaca data (nothing to split), or as the split functions.
+        """
+        if not self.is_qa:
+            raise DataError(f"{self.source.location}: an Alpaca instruction set has no forget/retain splits")
+        if self.splits is not None and not fractions:
+            return self.splits
+        if self.format in ("tofu", "tofu-perturbed"):
+            return self.make_splits(split_tofu(self.items, forget=fractions.get("forget", 0.01), seed=seed))
+        return self.make_splits(split_faithun(self.items, seed=seed, **fractions))
+
+
+def _sha256(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def detect_format(columns: Iterable[str], *, name: str = "data") -> str:
+    """The data format implied by a table's column names (SPEC §10).
+
+    Rules, first match wins: ``instruction`` + ``output`` → ``alpaca``; ``question`` plus an
+    option column (``options``, ``choices``, ``false_options``, ``false_answer_options``,
+    ``option1``…, ...) or ``answers`` → ``faithun``; ``question`` + ``answer`` +
+    ``perturbed_answer`` → ``tofu-perturbed``; ``question`` + ``answer`` → ``tofu``.
+
+    Args:
+        columns: The column names.
+        name: The file or dataset name for the message.
+
+    Returns:
+        One of :data:`FORMATS` (never ``faithun-release``, which is not a table).
+
+    Raises:
+        DataError: No rule fits; the message names the file and the missing column.
+    """
+    cols = {c for c in columns if isinstance(c, str)}
+    if "instruction" in cols or "output" in cols and "question" not in cols:
+        if "output" not in cols:
+            raise DataError(f"{name}: column 'output' is missing (Alpaca format: instruction, input, output)")
+        if "instruction" not in cols:
+            raise DataError(f"{name}: column 'instruction' is missing (Alpaca format: instruction, input, output)")
+        return "alpaca"
+    if "question" not in cols:
+        shown = ", ".join(sorted(cols)[:8]) + (", ..." if len(cols) > 8 else "")
+        raise DataError(
+            f"{name}: column 'question' is missing (FaithUn / TOFU need question + answer; Alpaca needs "
+            f"instruction + output); the columns are: {shown or 'none'}"
+        )
+    if any(c in cols for c in _MCQA_COLUMNS) or any(_OPTION_COLUMN.match(c) for c in cols) or "answers" in cols:
+        return "faithun"
+    if "answer" not in cols:
+        raise DataError(f"{name}: column 'answer' is missing (FaithUn: answer or answers; TOFU: answer)")
+    if "perturbed_answer" in cols or "perturbed_answers" in cols:
+        return "tofu-perturbed"
+    return "tofu"
+
+
+def _columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Columns with a value in at least one record (``datasets`` fills absent keys with None)."""
+    return list(dict.fromkeys(k for r in records for k, v in r.items() if v is not None))
+
+
+def _items_from_records(records: list[dict[str, Any]], name: str, stem: str, fmt: str, questions_per_author: int) -> list:
+    if fmt == "alpaca":
+        return [_instruction_item(_Record(rec, i, name)) for i, rec in enumerate(records, start=1)]
+    if fmt == "faithun":
+        items = [_mcqa_item(_Record(rec, i, name), stem) for i, rec in enumerate(records, start=1)]
+    elif fmt in ("tofu", "tofu-perturbed"):
+        items = [_tofu_item(_Record(rec, i, name), stem, questions_per_author) for i, rec in enumerate(records, start=1)]
+    else:
+        raise DataError(f"{name}: format {fmt!r} is not a table format (use format='auto')")
+    _check_unique_ids(items, name)
+    return items
+
+
+def load_data(
+    source: str | Path | None = None,
+    *,
+    format: str = "auto",
+    split: str = "train",
+    questions_per_author: int = 20,
+) -> LoadedData:
+    """Load any supported data set as it is published, detecting its format (SPEC §10).
+
+    Accepted sources: ``None`` (the embedded FaithUn-format fact set); a local JSON (array or
+    object), JSON Lines, parquet or CSV file read through ``datasets``; the FaithUn release
+    (its JSON file, or a folder holding it, with the split files found beside it or in
+    ``splits/``); a Hugging Face Hub name ``owner/name[:config]`` (e.g.
+    ``locuslab/TOFU:forget01_perturbed``, ``tatsu-lab/alpaca``) when online.
+
+    Formats (see :func:`detect_format`): ``faithun`` (question, answer, options), the
+    FaithUn release (``faithun-release``: a JSON object keyed by Wikidata entity id; see
+    :func:`load_faithun_release`), ``tofu`` / ``tofu-perturbed`` (question, answer;
+    perturbed answers → false options, paraphrased question → paraphrase and an extra
+    ``paraphrase`` set with the paraphrased answer), ``alpaca`` (instruction, input, output).
+
+    Args:
+        source: File, folder, Hub name, or None.
+        format: ``"auto"`` or one of :data:`FORMATS` to skip detection.
+        split: Hub split to load.
+        questions_per_author: TOFU: questions per author block (entity grouping).
+
+    Returns:
+        The items with their :class:`DataSource` (absolute path + SHA-256 for files).
+
+    Raises:
+        DataError: One line naming the file (and record, field or column): missing file, not
+            UTF-8, malformed file, no format fits the columns, bad record, duplicate ids,
+            bad FaithUn split file, Hub dataset not loadable (e.g. offline).
+    """
+    if format != "auto" and format not in FORMATS:
+        raise DataError(f"format: expected auto or one of {', '.join(FORMATS)}, got {format!r}")
+    if isinstance(questions_per_author, bool) or not isinstance(questions_per_author, int) or questions_per_author < 1:
+        raise DataError(f"questions_per_author must be a positive integer, got {questions_per_author!r}")
+    if source is None:
+        with _resource(FAITHUN_FILE) as p:
+            fp = _sha256(p.read_bytes())
+        return LoadedData(load_faithun(), "faithun", DataSource("embedded", FAITHUN_FILE, "faithun", fp))
+    path = Path(source)
+    release = _release_json(path)
+    if release is not None or format == "faithun-release":
+        return load_faithun_release(release or path)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        name = path.name
+        raise DataError(
+            f"{name}: a plain-text file; give a JSON, JSON Lines, parquet or CSV data file"
+            + (" (a FaithUn split file is read with its release: pass FaithUnBench.json or its folder)"
+               if name in RELEASE_SPLIT_FILES.values() else "")
+        )
+    name, records = _read_records(path, split=split)
+    fmt = detect_format(_columns(records), name=name) if format == "auto" else format
+    if path.exists():
+        stem = path.stem
+        src = DataSource("file", str(path.resolve()), fmt, _sha256(path.read_bytes()))
+    else:
+        stem = name.replace("/", "-").replace(":", "-")
+        src = DataSource("hub", str(source), fmt, "")
+    items = _items_from_records(records, name, stem, fmt, questions_per_author)
+    data = LoadedData(items, fmt, src)
+    if fmt == "tofu-perturbed":
+        paras = []
+        for it, rec in zip(items, records):
+            q, a = rec.get("paraphrased_question"), rec.get("paraphrased_answer")
+            if isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip():
+                paras.append(QAItem(id=f"{it.id}-paraphrase", question=q.strip(), answer=a.strip(),
+                                    false_options=it.false_options, entity=it.entity, category="paraphrase"))
+        if paras:
+            index = {it.id: k for k, it in enumerate(items)}
+            data.extra["paraphrase"] = paras
+            data.links = {p.id: (index[p.id[: -len("-paraphrase")]],) for p in paras}
+    return data
+
+
+def _release_json(path: Path) -> Path | None:
+    """The FaithUn release JSON file at ``path`` (the file itself or inside a folder), else None."""
+    try:
+        if path.is_dir():
+            for n in _RELEASE_NAMES:
+                if (path / n).is_file():
+                    return path / n
+            candidates = [p for p in sorted(path.glob("*.json")) if _is_release_file(p)]
+            return candidates[0] if len(candidates) == 1 else None
+        if path.is_file() and path.suffix.lower() == ".json" and _is_release_file(path):
+            return path
+    except OSError:
+        return None
+    return None
+
+
+def _is_release_file(path: Path) -> bool:
+    """Cheap check: a JSON object whose first value is an object with a release list key."""
+    if path.name in _RELEASE_NAMES:
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return False
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if not text.startswith("{"):
+        return False
+    return any(f'"{k}"' in text for k in RELEASE_LISTS) and not text.startswith(('{"question"', '{"instruction"'))
+
+
+def _release_question(q: Any, where: str, file: str, item_id: str, entity: str, category: str) -> QAItem:
+    if not isinstance(q, Mapping):
+        raise DataError(f"{file}: {where}: expected a question object, got {type(q).__name__}")
+    r = _Record(q, 0, file, where=where)
+    it = _mcqa_item(r, item_id)
+    return QAItem(
+        id=r.text("id", required=False) or item_id,
+        question=it.question,
+        answer=it.answer,
+        false_options=it.false_options,
+        entity=it.entity or entity,
+        paraphrases=it.paraphrases,
+        category=it.category or category,
+    )
+
+
+def load_faithun_release(path: str | Path, *, split_dir: str | Path | None = None) -> LoadedData:
+    """Load the FaithUn release as published (Yang et al., 2025; SPEC §10).
+
+    The release (``FaithUnBench.json``) is one JSON object keyed by Wikidata entity id
+    (``"Q76"``); each entity holds the lists ``hop1_unlearn`` (base questions),
+    ``hop1_test`` (paraphrased), ``hop2_test`` (multi-hop) and ``same_object`` (same-answer
+    questions); each question has ``question``, ``answers`` (a list: the first is the
+    answer) and ``false_answer_options``. Every ``hop1_unlearn`` question is one *cluster*;
+    the clusters of all entities concatenated in file order are numbered from 0 (664 in the
+    release), and the split files ``forget_set_split.txt``, ``retaining_set_split.txt``,
+    ``test_set_split.txt`` list cluster indices one per line (paper App. B.1: 5 % / 10 % /
+    70 %; clusters in no file are held out).
+
+    Mapping: each base question becomes a :class:`QAItem` (id ``<entity>-hop1-<k>``, entity
+    = the entity id or its ``name``/``label`` field). An extra list with as many entries as
+    ``hop1_unlearn`` is aligned with it (entry *k*, a question or a list of questions, belongs
+    to cluster *k*); otherwise its questions belong to all clusters of the entity. Paraphrased
+    questions of a cluster also become the base item's ``paraphrases``; all three lists are
+    kept as extra evaluation sets ``paraphrase`` / ``multihop`` / ``same_answer``, and each
+    split's share is in ``splits.extra``.
+
+    Args:
+        path: The release JSON file, or a folder holding it.
+        split_dir: Folder of the split files (default: beside the JSON, then ``splits/``).
+
+    Returns:
+        The base questions (clusters, in cluster order), the extra sets with their cluster
+        links, and the published splits when the split files are found (else None).
+
+    Raises:
+        DataError: Not UTF-8, malformed JSON, not an object of entities, an entity without
+            ``hop1_unlearn``, a bad question (its entity, list and position named), a bad
+            split file (line named), an index out of range or in two split files, only some
+            of the three split files present.
+    """
+    p = Path(path)
+    found = _release_json(p) if p.is_dir() else p
+    if found is None or not found.is_file():
+        raise DataError(f"{path}: no FaithUn release JSON (FaithUnBench.json) found")
+    p = found
+    name = p.name
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{name}: cannot be read ({exc.strerror})") from None
+    text = _decode_utf8(raw, name)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{name}: JSON nested too deeply") from None
+    if not isinstance(obj, dict) or not obj:
+        raise DataError(f"{name}: expected a JSON object keyed by Wikidata entity id")
+    items: list[QAItem] = []
+    extra: dict[str, list[QAItem]] = {v: [] for v in RELEASE_EXTRA.values()}
+    links: dict[str, tuple[int, ...]] = {}
+    for qid, ent in obj.items():
+        if not isinstance(ent, dict):
+            raise DataError(f"{name}: entity {qid}: expected an object with {', '.join(RELEASE_LISTS)}")
+        base = ent.get("hop1_unlearn")
+        if base is None:
+            raise DataError(f"{name}: entity {qid}: field 'hop1_unlearn' is missing")
+        label = next((ent[k].strip() for k in ("name", "label", "entity") if isinstance(ent.get(k), str) and ent[k].strip()), qid)
+        for key in RELEASE_LISTS:
+            if ent.get(key) is not None and not isinstance(ent[key], list):
+                raise DataError(f"{name}: entity {qid}: field '{key}' must be a list, got {type(ent[key]).__name__}")
+        first = len(items)
+        for k, q in enumerate(base):
+            items.append(_release_question(q, f"entity {qid}: hop1_unlearn[{k}]", name, f"{qid}-hop1-{k}", label, "hop1_unlearn"))
+        clusters = tuple(range(first, len(items)))
+        for key, set_name in RELEASE_EXTRA.items():
+            entries = ent.get(key) or []
+            aligned = len(entries) == len(base) and len(base) > 0
+            for k, entry in enumerate(entries):
+                group = entry if isinstance(entry, list) else [entry]
+                for j, q in enumerate(group):
+                    where = f"entity {qid}: {key}[{k}]" + (f"[{j}]" if isinstance(entry, list) else "")
+                    item_id = f"{qid}-{key}-{k}" + (f"-{j}" if isinstance(entry, list) else "")
+                    it = _release_question(q, where, name, item_id, label, key)
+                    extra[set_name].append(it)
+                    links[it.id] = (first + k,) if aligned else clusters
+    if not items:
+        raise DataError(f"{name}: no hop1_unlearn questions (no clusters)")
+    _check_unique_ids(items + [e for v in extra.values() for e in v], name)
+    # Paraphrased questions of exactly one cluster become that item's paraphrases.
+    paras: dict[int, list[str]] = {}
+    for e in extra["paraphrase"]:
+        if len(links[e.id]) == 1:
+            paras.setdefault(links[e.id][0], []).append(e.question)
+    for k, qs in paras.items():
+        it = items[k]
+        new = tuple(dict.fromkeys([*it.paraphrases, *(q for q in qs if q != it.question)]))
+        items[k] = QAItem(it.id, it.question, it.answer, it.false_options, it.entity, new, it.category)
+    data = LoadedData(
+        items, "faithun-release", DataSource("file", str(p.resolve()), "faithun-release", _sha256(raw)),
+        extra={k: v for k, v in extra.items() if v}, links=links,
+    )
+    indices = _read_release_splits(p, len(items), split_dir)
+    if indices is not None:
+        chosen = set().union(*indices.values())
+        data.splits = data.make_splits(
+            FaithUnSplits(
+                forget=[items[i] for i in sorted(indices["forget"])],
+                retain=[items[i] for i in sorted(indices["retain"])],
+                test=[items[i] for i in sorted(indices["test"])],
+                held_out=[it for i, it in enumerate(items) if i not in chosen],
+            )
+        )
+    return data
+
+
+def _read_release_splits(json_path: Path, n: int, split_dir: str | Path | None) -> dict[str, set[int]] | None:
+    """Cluster indices per split from the release's split files, or None when there are none."""
+    dirs = [Path(split_dir)] if split_dir is not None else [json_path.parent, json_path.parent / "splits"]
+    for folder in dirs:
+        present = {s: folder / f for s, f in RELEASE_SPLIT_FILES.items() if (folder / f).is_file()}
+        if not present:
+            continue
+        if len(present) < len(RELEASE_SPLIT_FILES):
+            missing = [f for s, f in RELEASE_SPLIT_FILES.items() if s not in present]
+            raise DataError(f"{folder}: FaithUn split file {missing[0]} is missing (found {', '.join(p.name for p in present.values())})")
+        out: dict[str, set[int]] = {}
+        owner: dict[int, str] = {}
+        for split, f in present.items():
+            out[split] = set()
+            text = _decode_utf8(f.read_bytes(), f.name)
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                token = line.strip()
+                if not token:
+                    continue
+                if not re.fullmatch(r"\d+", token):
+                    raise DataError(f"{f.name}: line {lineno}: expected a cluster index (an integer ≥ 0), got {token[:40]!r}")
+                idx = int(token)
+                if idx >= n:
+                    raise DataError(f"{f.name}: line {lineno}: cluster index {idx} out of range (the release has {n} clusters, 0–{n - 1})")
+                if idx in owner:
+                    other = RELEASE_SPLIT_FILES[owner[idx]]
+                    where = "twice" if owner[idx] == split else f"also in {other}"
+                    raise DataError(f"{f.name}: line {lineno}: cluster index {idx} listed {where}")
+                owner[idx] = split
+                out[split].add(idx)
+        if not out["forget"]:
+            raise DataError(f"{present['forget'].name}: lists no cluster index (the forget split is empty)")
+        return out
+    if split_dir is not None:
+        raise DataError(f"{split_dir}: no FaithUn split files ({', '.join(RELEASE_SPLIT_FILES.values())})")
+    return None
+
+
+def load_source(source: Mapping[str, Any] | DataSource | None, *, where: str = "source", check: bool = True) -> LoadedData:
+    """Load the data a :class:`DataSource` (or its dict) describes; None = the embedded set.
+
+    Args:
+        source: The recorded source.
+        where: Name for messages (e.g. the ``splits.json`` path).
+        check: Refuse a file whose SHA-256 differs from the recorded fingerprint.
+
+    Raises:
+        DataError: Bad source record, file gone or changed, or as :func:`load_data`.
+    """
+    if source is None:
+        return load_data(None)
+    src = source if isinstance(source, DataSource) else DataSource.from_dict(source, where=f"{where}: source")
+    if src.kind == "embedded":
+        if src.location != FAITHUN_FILE:
+            raise DataError(f"{where}: source: unknown embedded data set {src.location!r}")
+        return load_data(None)
+    if src.kind == "file" and not Path(src.location).exists():
+        raise DataError(f"{where}: its data file {src.location} no longer exists")
+    data = load_data(src.location, format=src.format if src.format != "faithun-release" else "auto")
+    if check and src.kind == "file" and src.fingerprint and data.source.fingerprint != src.fingerprint:
+        raise DataError(f"{where}: its data file {src.location} has changed since the split was made (SHA-256 differs)")
+    return data
+
+
+def load_splits_file(path: str | Path, *, items: Sequence[QAItem] | None = None) -> FaithUnSplits:
+    """Reload a run's ``splits.json`` (written with :meth:`FaithUnSplits.to_dict`).
+
+    The items are taken from the data source the file records (file path + SHA-256, Hub
+    name, or the embedded set), so ids never have to be looked up elsewhere; files without a
+    ``source`` (written before provenance was recorded) mean the embedded set. Accepts the
+    run layout ``{"seed": ..., "splits": {...}}`` and a bare ``{"forget": [...], ...}``.
+
+    Args:
+        path: The ``splits.json`` file.
+        items: Resolve the ids against these items instead of the recorded source.
+
+    Returns:
+        The splits with their ``source`` (and ``extra`` sets when recorded).
+
+    Raises:
+        DataError: Missing file, not UTF-8, malformed JSON, not a splits object, unknown ids,
+            the recorded data file gone or changed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: splits file not found")
+    text = _decode_utf8(p.read_bytes(), p.name)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{p}: JSON nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{p}: expected a JSON object with forget/retain/test item ids")
+    ids = raw.get("splits", raw)
+    if not isinstance(ids, dict) or not any(k in ids for k in FaithUnSplits._NAMES):
+        raise DataError(f"{p}: not a splits file (no 'forget'/'retain'/'test' lists)")
+    source = ids.get("source", raw.get("source"))
+    try:
+        if items is not None:
+            splits = FaithUnSplits.from_dict(ids, items)
+            return splits
+        data = load_source(source, where=str(p))
+        splits = FaithUnSplits.from_dict(ids, data.items, [e for v in data.extra.values() for e in v])
+    except DataError as exc:
+        msg = str(exc)
+        raise DataError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
+    if splits.source is None:
+        splits.source = data.source.to_dict()
+    return splits
+
+
+def is_splits_file(path: str | Path) -> bool:
+    """Whether ``path`` is a ``splits.json`` of a run (by name, or a small JSON object with split lists)."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json":
+        return False
+    if p.name.endswith("splits.json"):
+        return True
+    try:
+        if p.stat().st_size > 50_000_000:
+            return False
+        raw = json.loads(p.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    if not isinstance(raw, dict):
+        return False
+    ids = raw.get("splits", raw)
+    return isinstance(ids, dict) and isinstance(ids.get("forget"), list) and all(
+        isinstance(ids.get(k, []), list) for k in FaithUnSplits._NAMES
     )

@@ -19,6 +19,8 @@ from neuronscope.unlearning.search import lr_search
 from neuronscope.unlearning.trainer import unlearn
 
 _SPLIT_KEYS = {"forget": "FS", "retain": "RS_retain", "test": "RS_test"}
+#: TOFU early-stopping threshold: mean ROUGE-L recall of mismatched QA pairs (paper §6.1).
+_TOFU_TAU = 0.1971
 
 
 def run_unlearning(
@@ -51,7 +53,11 @@ def run_unlearning(
         model: Model name or path.
         lrs: Ascending learning-rate grid: the lowest that reaches the threshold wins
             (paper §6.1); None = ``config.lr`` only.
-        data: FaithUn-format file (default: the embedded fact set).
+        data: Any data :func:`neuronscope.data.load_data` reads — FaithUn-format file, the
+            FaithUn release (its published splits are used unless ``known_only``), TOFU
+            (split by whole authors, forget 1 %; without false options FS/RS are ROUGE-L
+            recall and the stop threshold defaults to τ = 0.1971), a Hub name — or None for
+            the embedded fact set. ``splits.json`` records where the items came from.
         split_seed: Seed of the forget/retain/test split.
         known_only: Draw the forget set only from facts the base model knows under
             ``config.protocol`` (:func:`neuronscope.evaluation.known_facts`: correct with a
@@ -77,7 +83,7 @@ def run_unlearning(
     Raises:
         NeuronscopeError: Bad data file, unknown model, empty split, bad split name.
     """
-    from neuronscope.data import load_faithun, split_faithun
+    from neuronscope.data import load_data, load_source, load_splits_file, split_faithun
     from neuronscope.evaluation import DEFAULT_DELTA, knowledge_evaluate, known_facts
     from neuronscope.models import clone_model, load_model
 
@@ -93,12 +99,28 @@ def run_unlearning(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NeuronscopeError(f"{out}: cannot create output directory ({exc.strerror})") from None
-    items = load_faithun(data) if data is not None else load_faithun()
-    # Split first when the split does not depend on the model: bad fractions fail fast.
-    if splits_file is not None:
-        splits = _read_splits(splits_file, items)
+    # Any supported data (FaithUn, the FaithUn release, TOFU, ...); the splits record its source.
+    if splits_file is not None and data is None:
+        splits = load_splits_file(splits_file)
+        if not splits.forget:
+            raise NeuronscopeError(f"{splits_file}: field 'forget' is empty")
+        loaded = load_source(splits.source, where=str(splits_file), check=False)
     else:
-        splits = None if known_only else split_faithun(items, seed=split_seed)
+        loaded = load_data(data)
+        splits = None
+    if not loaded.is_qa:
+        raise NeuronscopeError(f"{loaded.source.location}: is an Alpaca instruction set, not questions to unlearn")
+    items = loaded.items
+    if not loaded.has_options:  # TOFU question-answer pairs: ROUGE-L recall (SPEC §10-11)
+        if known_only:
+            raise NeuronscopeError(f"{loaded.source.location}: --known-only needs MCQA options, and these items have none")
+        if config.stop_metric != "rouge":
+            config = config.replace(stop_metric="rouge", threshold=_TOFU_TAU if config.threshold == 0.33 else config.threshold)
+    # Split first when the split does not depend on the model: bad fractions fail fast.
+    if splits_file is not None and splits is None:
+        splits = loaded.make_splits(_read_splits(splits_file, items))
+    elif splits is None:
+        splits = None if known_only else loaded.split(seed=split_seed)
     base = load_model(model, dtype=dtype, device=device)
     pool = None
     if splits is None:
@@ -108,7 +130,7 @@ def run_unlearning(
         known_delta = DEFAULT_DELTA if known_delta is None else known_delta
         pool = known_facts(base, candidates, config.protocol, known_delta, option_seed=config.option_seed,
                            progress=progress).known_ids()
-        splits = split_faithun(items, seed=split_seed, forget_pool=pool)
+        splits = loaded.make_splits(split_faithun(items, seed=split_seed, forget_pool=pool))
     if lrs:
         best, result = lr_search(
             lambda: clone_model(base), splits.forget, splits.retain, config, lrs, run_dir=out / "search", progress=progress
@@ -118,13 +140,17 @@ def run_unlearning(
     else:
         result = unlearn(base, splits.forget, splits.retain, config, run_dir=out / "train", progress=progress, resume=resume)
         trained, lr = base, config.lr
+    if config.stop_metric == "rouge":
+        from neuronscope.evaluation import rouge_evaluate
+
+        def score(m, part, desc):
+            return rouge_evaluate(m, part, progress=progress, desc=desc).score
+    else:
+        def score(m, part, desc):
+            return knowledge_evaluate(m, part, protocol=config.protocol, mode=config.eval_mode,
+                                      option_seed=config.option_seed, progress=progress, desc=desc).accuracy
     scores = {
-        _SPLIT_KEYS[name]: knowledge_evaluate(
-            trained, getattr(splits, name), protocol=config.protocol, mode=config.eval_mode,
-            option_seed=config.option_seed, progress=progress, desc=f"eval {name}",
-        ).accuracy
-        for name in eval_splits
-        if getattr(splits, name)
+        _SPLIT_KEYS[name]: score(trained, getattr(splits, name), f"eval {name}") for name in eval_splits if getattr(splits, name)
     }
     trained.save(out / "model")
     write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "protocol": config.protocol,
@@ -142,6 +168,8 @@ def run_unlearning(
         "epochs": result.epochs,
         "seconds_per_step": result.seconds_per_step,
         "initial_FS": result.initial_forget_score,
+        "stop_metric": config.stop_metric,
+        "data": loaded.source.to_dict(),
         **scores,
         "splits": {k: len(getattr(splits, k)) for k in ("forget", "retain", "test")},
         "known_pool": len(pool) if pool is not None else None,
