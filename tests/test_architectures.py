@@ -253,7 +253,9 @@ def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
     assert back.arch == model.arch
     with torch.no_grad():
         torch.testing.assert_close(back.bridge(IDS), trained, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(plain_hf_model(model)(IDS).logits, trained, rtol=1e-6, atol=1e-6)
+        # The plain HF copy (weights written back from the splits) computes the same model.
+        tol = _tol(name)
+        torch.testing.assert_close(plain_hf_model(model)(IDS).logits, trained, rtol=tol, atol=tol * float(trained.abs().max()))
 
 
 def test_tiny_models_are_seeded():
@@ -263,3 +265,18 @@ def test_tiny_models_are_seeded():
     with torch.no_grad():
         assert torch.equal(a.bridge(IDS), b.bridge(IDS))
         assert not torch.equal(a.bridge(IDS), c.bridge(IDS))
+
+
+def test_unknown_fused_layout_is_a_model_error():
+    """A split that matches no known row layout of its fused projection is refused, naming it."""
+    from neuronscope.errors import ModelError
+    from neuronscope.models import resolve_architecture
+
+    model = load_model("tiny-phi3", seed=0)
+    fs = model.arch.fused[("k", 1)]
+    # The split k of layer 1 (a view of qkv_proj) replaced by its rows reversed: no slice of qkv_proj.
+    lin = model.linear("k", 1)
+    lin.weight = torch.nn.Parameter(lin.weight.detach().flip(0).clone())
+    with pytest.raises(ModelError, match=r"Phi3ForCausalLM: module k of layer 1 .*qkv_proj.* row layout"):
+        resolve_architecture(model.bridge)
+    assert fs.rows == tuple(range(64, 96))
