@@ -255,6 +255,66 @@ def hf_state_dict(model: HookedModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def save_weights(model: HookedModel, path: str | os.PathLike) -> None:
+    """Write the model's weights (:func:`hf_state_dict`: plain HF names and layouts) to one
+    safetensors file, e.g. a training checkpoint; :func:`load_weights` reads it back.
+
+    Unlike ``safetensors.torch.save_model(model.hf_model)`` this works for every mapped family:
+    the bridge's split q/k/v (gate/up) of fused projections are views or copies of the fused
+    weight and are left out (the fused weight, synchronised, is written).
+    """
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in hf_state_dict(model).items()}, str(path))
+
+
+def load_weights(model: HookedModel, path: str | os.PathLike) -> None:
+    """Load a file written by :func:`save_weights` into ``model`` in place (values copied).
+
+    Split modules of fused projections are refreshed from the loaded fused weights. A file
+    written with ``safetensors.torch.save_model(model.hf_model)`` (bridged names, older
+    checkpoints) is loaded as such.
+
+    Raises:
+        ModelError: The file holds a weight the model does not have, or lacks one it has.
+    """
+    from safetensors.torch import load_file, load_model as st_load_model
+
+    state = load_file(str(path), device=str(model.device))
+    if any("_original_component" in k for k in state):
+        st_load_model(model.hf_model, str(path), device=str(model.device))
+        return
+    converted = {
+        _clean_name(f"{n}.weight")
+        for n, m in model.hf_model.named_modules(remove_duplicate=False)
+        if getattr(m, _FROM_CONV1D, False)
+    }
+    targets: dict[str, torch.Tensor] = {}
+    for k, v in model.hf_model.state_dict(keep_vars=True).items():
+        targets.setdefault(_clean_name(k), v)
+    unknown = [k for k in state if k not in targets]
+    expected = set(hf_state_dict(model))
+    absent = [k for k in expected if k not in state]
+    if unknown or absent:
+        what = f"unexpected weight {unknown[0]}" if unknown else f"no weight for {absent[0]}"
+        raise ModelError(f"{path}: does not fit {model.name} ({what})")
+    with torch.no_grad():
+        for k, v in state.items():
+            targets[k].copy_(v.t() if k in converted else v)
+        for key, fs in model.arch.fused.items():
+            split = model.linear(*key)
+            fused = model.hf_model.get_submodule(fs.path)
+            rows = torch.tensor(fs.rows, device=fused.weight.device)
+            for name in ("weight", "bias"):
+                dst, src = getattr(split, name, None), getattr(fused, name, None)
+                if src is None or dst is None:
+                    continue
+                if src.untyped_storage().data_ptr() == dst.untyped_storage().data_ptr():
+                    continue
+                part = src.index_select(1, rows).t() if (name == "weight" and fs.transposed) else src.index_select(0, rows)
+                dst.copy_(part)
+
+
 def sync_fused_weights(model: HookedModel) -> None:
     """Write the bridge's split q/k/v (gate/up) weights back into the fused HF projection.
 

@@ -30,6 +30,7 @@ from neuronscope.models import (
     TINY_MODELS,
     hf_state_dict,
     load_model,
+    load_weights,
     plain_hf_model,
 )
 from neuronscope.prompts import encode_qa, sequence_logprob
@@ -227,8 +228,11 @@ def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
             # The attributed rows of a fused module are its slice of the fused projection.
             w = weights[list(model.arch.modules()).index(key)]
             assert torch.equal(w.detach(), _fused_rows(model, key))
-    cfg = UnlearningConfig(method=method, lr=1e-3, max_epochs=2, batch_size=4, threshold=-1.0, lam=1.0)
-    result = unlearn(model, FORGET, RETAIN, cfg, eval_fn=lambda _m: 1.0, progress=False)
+    cfg = UnlearningConfig(
+        method=method, lr=1e-3, max_epochs=2, batch_size=4, threshold=-1.0, lam=1.0, checkpoint_every=1
+    )
+    run = tmp_path / "run"  # checkpointed: the trainer saves through save_weights
+    result = unlearn(model, FORGET, RETAIN, cfg, run_dir=run, eval_fn=lambda _m: 1.0, progress=False)
     steps = [r for r in result.history if r.get("step", 0) > 0]
     assert len(steps) == 2
     for r in steps:
@@ -253,6 +257,10 @@ def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
     assert back.arch == model.arch
     with torch.no_grad():
         torch.testing.assert_close(back.bridge(IDS), trained, rtol=1e-10, atol=1e-10)
+        # The last checkpoint holds the trained weights (plain HF names) and loads into a fresh model.
+        fresh = load_model(name, dtype=torch.float64, seed=1)
+        load_weights(fresh, run / "checkpoint" / "model.safetensors")
+        torch.testing.assert_close(fresh.bridge(IDS), trained, rtol=1e-10, atol=1e-10)
         # The plain HF copy (weights written back from the splits) computes the same model.
         tol = _tol(name)
         torch.testing.assert_close(plain_hf_model(model)(IDS).logits, trained, rtol=tol, atol=tol * float(trained.abs().max()))
