@@ -212,15 +212,24 @@ def _fused_rows(model, key):
     return (w.t() if fs.transposed else w)[list(fs.rows)]
 
 
-@pytest.mark.parametrize("method", ["gd", "ssiuu"])
-@pytest.mark.parametrize("name", NEW)
+CASES = [(name, method) for name in NEW for method in ("gd", "ssiuu")] + [
+    # First-order SSIUU collects ∂P/∂θ with forward/tensor hooks on the mapped linears: check it
+    # on the split modules of fused projections too.
+    (name, "ssiuu_first_order") for name in FUSED
+]
+
+
+@pytest.mark.parametrize(("name", "method"), CASES)
 def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
     """Two steps of GD / SSIUU on one forget batch (SSIUU's second step has a nonzero Eq. 3
-    penalty), then save → reload gives the trained model's logits."""
+    penalty), checkpointed; then save → reload and the checkpoint give the trained model's
+    logits."""
     model = load_model(name, dtype=torch.float64, seed=0)
     before = {k: v.clone() for k, v in hf_state_dict(model).items()}
     with torch.no_grad():
         logits_before = model.bridge(IDS)
+    grad = "first_order" if method == "ssiuu_first_order" else "exact"
+    method = method.replace("_first_order", "")
     if method == "ssiuu":
         weights = attributed_weights(model, MODULE_TYPES)
         assert len(weights) == 2 * len(model.arch.module_types)
@@ -229,7 +238,8 @@ def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
             w = weights[list(model.arch.modules()).index(key)]
             assert torch.equal(w.detach(), _fused_rows(model, key))
     cfg = UnlearningConfig(
-        method=method, lr=1e-3, max_epochs=2, batch_size=4, threshold=-1.0, lam=1.0, checkpoint_every=1
+        method=method, lr=1e-3, max_epochs=2, batch_size=4, threshold=-1.0, lam=1.0, checkpoint_every=2,
+        ssiuu_grad=grad,
     )
     run = tmp_path / "run"  # checkpointed: the trainer saves through save_weights
     result = unlearn(model, FORGET, RETAIN, cfg, run_dir=run, eval_fn=lambda _m: 1.0, progress=False)
@@ -288,3 +298,26 @@ def test_unknown_fused_layout_is_a_model_error():
     with pytest.raises(ModelError, match=r"Phi3ForCausalLM: module k of layer 1 .*qkv_proj.* row layout"):
         resolve_architecture(model.bridge)
     assert fs.rows == tuple(range(64, 96))
+
+
+@pytest.mark.parametrize("name", sorted(UNGATED))
+def test_influence_maps_and_plots_skip_the_absent_gate(name):
+    """D̃± between a model and a perturbed copy: the module×layer map has a row per module type
+    the model has (no gate), every cell computed; the figures render."""
+    from neuronscope.influence import influence_variation
+    from neuronscope.models import clone_model
+    from neuronscope.plots import heatmap_figure, heatmap_grid_figure
+
+    model = _model(name)
+    other = clone_model(model)
+    with torch.no_grad():
+        other.linear("up", 1).weight.mul_(1.5)
+    cfg = AttributionConfig(batch_size=3)
+    var = influence_variation(attribute(model, QS, AS, cfg, progress=False), attribute(other, QS, AS, cfg, progress=False))
+    for sign in ("+", "-"):
+        grid, types, layers = var.module_layer_map(sign, top=5)
+        assert types == list(model.arch.module_types) and "gate" not in types
+        assert layers == [0, 1] and grid.shape == (6, 2) and not torch.isnan(torch.from_numpy(grid)).any()
+    assert {t for t, _, _, _ in var.top_neurons("-", m=20)} <= set(model.arch.module_types)
+    assert len(heatmap_figure(var, top=5).data) == 2
+    assert len(heatmap_grid_figure({"a": var, "b": var}, top=5).data) == 4
