@@ -466,7 +466,11 @@ def resolve_architecture(bridge: nn.Module) -> Architecture:
         sizes = {tt: hf.get_submodule(linear_paths[(tt, layer)]).out_features for tt in ("q", "k", "v", "gate", "up")
                  if (tt, layer) in linear_paths}
         for rows in _split_rows(t, w_f.shape[0], sizes, n_heads, n_kv, d_head):
-            if len(rows) == split.out_features and torch.equal(w_f[rows].to(split.weight.dtype), split.weight.detach()):
+            if len(rows) != split.out_features:
+                continue
+            contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+            part = w_f[rows[0] : rows[0] + len(rows)] if contiguous else w_f[rows]  # a view when contiguous
+            if torch.equal(part.to(split.weight.dtype), split.weight.detach()):
                 fused[(t, layer)] = FusedSlice(module_ids[id(fmod)], tuple(rows), transposed)
                 break
         else:
