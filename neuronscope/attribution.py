@@ -186,14 +186,26 @@ def frozen_weights(model: HookedModel) -> Iterator[None]:
 
 
 def _selected_keys(model: HookedModel, cfg: AttributionConfig) -> list[ModuleKey]:
+    """The ``(type, layer)`` keys to attribute.
+
+    Module types of paper §4 that the architecture does not have (``gate`` of GPT-2 and
+    GPT-NeoX, see ``Architecture.absent_types``) are skipped, so the default seven-type config
+    works on every architecture; a name that is no module type, or a selection that leaves no
+    module, raises.
+    """
     layers = range(model.arch.n_layers) if cfg.layers is None else cfg.layers
     for t in cfg.module_types:
-        if t not in model.arch.module_types:
+        if t not in model.arch.module_types and t not in model.arch.absent_types:
             raise NeuronscopeError(f"module_types: unknown module type {t!r} (have {model.arch.module_types})")
+    types = [t for t in cfg.module_types if t in model.arch.module_types]
+    if not types:
+        raise NeuronscopeError(
+            f"module_types: {model.name} has none of {tuple(cfg.module_types)} (have {model.arch.module_types})"
+        )
     for layer in layers:
         if not 0 <= layer < model.arch.n_layers:
             raise NeuronscopeError(f"layers: layer {layer} out of range 0..{model.arch.n_layers - 1}")
-    return [(t, layer) for layer in layers for t in cfg.module_types]
+    return [(t, layer) for layer in layers for t in types]
 
 
 def _parse_keep(keys: Sequence[str], model: HookedModel) -> set[ModuleKey]:

@@ -1,4 +1,4 @@
-"""Module maps resolved from the bridge (SPEC §3–4): tiny Llama/Qwen2, an unmappable GPT-2, the embedded SmolLM2."""
+"""Module maps resolved from the bridge (SPEC §3–4): tiny Llama/Qwen2, an unmappable Mamba, the embedded SmolLM2."""
 
 from __future__ import annotations
 
@@ -69,19 +69,20 @@ def test_qwen2_qkv_biases_are_on_the_mapped_linears(tiny_qwen2, tiny_llama):
 
 
 def test_unmappable_architecture_raises_clear_model_error():
-    """GPT-2: fused QKV and Conv1D projections, no gate — cannot be mapped to 7 linears."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """Mamba: supported by the bridge, but has no attention or MLP projections to map.
+    (GPT-2, the former example, is mapped now: tests/test_architectures.py.)"""
+    from transformers import MambaConfig, MambaForCausalLM
 
     tok = default_tokenizer()
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(tok))).eval()
-    bridge = _boot_bridge("gpt2", hf, tok, "cpu")  # the bridge itself supports GPT-2
+    hf = MambaForCausalLM(MambaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, state_size=4)).eval()
+    bridge = _boot_bridge("mamba", hf, tok, "cpu")  # the bridge itself supports Mamba
     with pytest.raises(ModelError) as err:
         resolve_architecture(bridge)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith("GPT2LMHeadModel: cannot map module types")
-    for part in ("o (blocks.0.attn.o)", "gate (blocks.0.mlp.gate)", "up (blocks.0.mlp.in)", "down (blocks.0.mlp.out)"):
+    assert msg.startswith("MambaForCausalLM: cannot map module types")
+    for part in ("q (blocks.0.attn.q)", "o (blocks.0.attn.o)", "up (blocks.0.mlp.in)", "down (blocks.0.mlp.out)"):
         assert part in msg
 
 

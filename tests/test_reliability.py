@@ -263,7 +263,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tiny_llama, tmp_path, mo
     assert state["state"]["step"] == 2
     # The bad step was not applied: the model holds exactly the checkpointed step-2 weights.
     saved = load_file(str(run / "checkpoint" / "model.safetensors"))
-    live = dict(m.hf_model.state_dict())
+    live = hf_state_dict(m)  # checkpoints hold the plain HF names (models.save_weights)
     assert saved and all(torch.equal(v, live[k]) for k, v in saved.items())
     assert not (run / "result.json").exists()
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []

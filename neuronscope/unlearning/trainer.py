@@ -199,14 +199,14 @@ def _checkpoint_path(run_dir: Path) -> Path | None:
 
 
 def _save_checkpoint(run_dir: Path, model: HookedModel, opt, method: Method, state: _State, cfg: UnlearningConfig) -> Path:
-    from safetensors.torch import save_model
+    from neuronscope.models import save_weights
 
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / CHECKPOINT_DIR
     old = run_dir / f".{CHECKPOINT_DIR}.old"
     tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.", dir=run_dir))
     try:
-        save_model(model.hf_model, str(tmp / "model.safetensors"))
+        save_weights(model, tmp / "model.safetensors")  # plain HF names: fused/Conv1D families too
         torch.save(
             {
                 "optimizer": opt.state_dict(),
@@ -336,9 +336,9 @@ def _run(
         model.bridge.eval()
         opt = _optimizer(params, cfg)
         if ckpt is not None:
-            from safetensors.torch import load_model
+            from neuronscope.models import load_weights
 
-            load_model(model.hf_model, str(ckpt_path / "model.safetensors"), device=str(model.device))
+            load_weights(model, ckpt_path / "model.safetensors")
             opt.load_state_dict(ckpt["optimizer"])
             torch.set_rng_state(ckpt["torch_rng"])
             if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
