@@ -62,7 +62,7 @@ def demo(
 
 @app.command()
 def study(
-    config: Path = typer.Option(..., "--config", help="Study JSON (configs/*.json; schema: neuronscope.study.StudyConfig)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Study JSON (configs/*.json; schema: neuronscope.study.StudyConfig); default: the CPU study of the embedded model."),
     out: Path = typer.Option(..., help="Run folder (resumes its finished stages)."),
     model: Optional[str] = typer.Option(None, help="Override the base model."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to run (default: the config's)."),
@@ -71,11 +71,11 @@ def study(
     """Run a study: splits → unlearn → FS/RS/US → attribution → lens → attacks → table + report (SPEC §17)."""
     from neuronscope.study import StudyConfig, run_study
 
-    cfg = StudyConfig.load(config)
+    cfg = StudyConfig.load(config) if config is not None else StudyConfig.cpu_study()
     over: dict = {"model": model} if model else {}
     if methods:
         over["methods"] = {m: cfg.methods.get(m, {}) for m in _csv(methods)}
-    summary = run_study(cfg.merged(over, source=str(config)) if over else cfg, out, overwrite=overwrite)
+    summary = run_study(cfg.merged(over, source=str(config or "study")) if over else cfg, out, overwrite=overwrite)
     typer.echo(_table_markdown(out))
     typer.echo(f"report: {summary.get('report', '-')}")
     typer.echo(f"summary: {out / 'summary.json'}")

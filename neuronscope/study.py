@@ -69,6 +69,8 @@ class DataConfig:
         known_only: Draw the forget split only from facts the base model answers correctly.
         known_candidates: Score only a seeded sample of N questions for the known-fact pool
             (None = all; cheaper on a CPU).
+        known_delta: Known-fact margin δ in nats (:func:`neuronscope.evaluation.known_facts`;
+            None = :data:`neuronscope.evaluation.DEFAULT_DELTA`).
         seed: Split seed (None = the study seed).
         format: ``"faithun"`` (the study runner's) or ``"tofu"`` (read by ``neuronscope unlearn
             --config``; the TOFU pipeline is :mod:`neuronscope.tofu`).
@@ -83,6 +85,7 @@ class DataConfig:
     known_only: bool = True
     known_candidates: int | None = None
     seed: int | None = None
+    known_delta: float | None = None
     format: str = "faithun"
     finetune: dict[str, Any] | None = None
 
@@ -98,6 +101,9 @@ class EvalConfig:
         utility_tasks: lm-eval tasks for US instead of the shipped set (needs ``lm-eval``).
         mode: MCQA scoring, ``"likelihood"`` (option likelihood) or ``"generate"``.
         paraphrase: Also score the forget split's paraphrased questions.
+        protocol: Knowledge protocol of every FS/RS/US, early stop, known-fact probe and attack
+            (SPEC §10): ``"mcqa"`` (paper Table 3, options in the prompt) or ``"cloze"`` (the
+            question alone, options ranked by their likelihood as the answer).
     """
 
     test_limit: int | None = None
@@ -105,6 +111,7 @@ class EvalConfig:
     utility_tasks: list[str] | None = None
     mode: str = "likelihood"
     paraphrase: bool = True
+    protocol: str = "mcqa"
 
 
 @dataclass
@@ -115,10 +122,13 @@ class AttributionSettings:
         targets: ``"prob"`` = P(y|x) (paper) and/or ``"logprob"``; the first is the primary
             one (correlation, headline numbers).
         batch_size: Items per forward/backward.
+        n_boot: Bootstrap resamples of the D̃−/D̃+ confidence interval over forget items
+            (:func:`neuronscope.influence.influence_ci`; SPEC §16).
     """
 
     targets: list[str] = field(default_factory=lambda: ["prob"])
     batch_size: int = 8
+    n_boot: int = 1000
 
 
 @dataclass
@@ -202,6 +212,8 @@ class StudyConfig:
         for s in self.stages:
             if s not in STAGES:
                 raise ConfigError(f"stages: unknown stage {s!r} (expected {', '.join(STAGES)})")
+        if self.evaluation.protocol not in ("mcqa", "cloze"):
+            raise ConfigError(f"evaluation.protocol: expected 'mcqa' or 'cloze', got {self.evaluation.protocol!r}")
         t = self.attribution.targets
         if not t or any(x not in ("prob", "logprob") for x in t):
             raise ConfigError(f"attribution.targets: expected 'prob' and/or 'logprob', got {list(t)}")
@@ -216,7 +228,7 @@ class StudyConfig:
         from neuronscope.unlearning import UnlearningConfig
 
         over = {k: v for k, v in self.methods.get(method, {}).items() if k not in ("lrs", "lams")}
-        d = {"seed": self.seed, **self.unlearning, **over, "method": method}
+        d = {"seed": self.seed, "protocol": self.evaluation.protocol, **self.unlearning, **over, "method": method}
         return UnlearningConfig.from_dict(d, source=f"methods.{method}")
 
     def lrs(self, method: str) -> list[float] | None:
@@ -232,10 +244,12 @@ class StudyConfig:
         if h is not None:
             fields_ = {k: v for k, v in h.items() if k != "ps"}
             for p in h.get("ps", [0.1, 0.3]):
-                out.append(AttackConfig.from_dict({"eval_mode": self.evaluation.mode, **fields_, "kind": "harmful",
+                out.append(AttackConfig.from_dict({"eval_mode": self.evaluation.mode, "protocol": self.evaluation.protocol,
+                                                   **fields_, "kind": "harmful",
                                                    "p": p}, source="attacks.harmful"))
         if self.attacks.benign is not None:
-            out.append(AttackConfig.from_dict({"eval_mode": self.evaluation.mode, **self.attacks.benign,
+            out.append(AttackConfig.from_dict({"eval_mode": self.evaluation.mode, "protocol": self.evaluation.protocol,
+                                               **self.attacks.benign,
                                                "kind": "benign"}, source="attacks.benign"))
         return out
 
@@ -292,21 +306,49 @@ class StudyConfig:
     def demo(cls, model: str = "smollm2-135m-instruct", seed: int = 0, quick: bool = False) -> "StudyConfig":
         """``neuronscope demo``: GD vs SSIUU on the embedded default in ≤ 15 min on a 2-core CPU.
 
-        A seeded sample of 100 questions is scored for the known-fact forget pool; RS on the
-        first 60 test items, US on 30 shipped utility items; both attribution targets; one
-        harmful attack (p = 0.3, lr 1e-5, 3 epochs, one seed) with the Fig. 6 correlation; no
-        benign attack. ``quick`` uses the first 60 questions (for tests on tiny models).
+        The smaller version of :meth:`cpu_study`: knowledge protocol ``cloze`` (the embedded
+        SmolLM2-135M-Instruct does not know its facts under the paper's MCQA template: 38–43 % at
+        chance 33 %, 14 % under every option order, SPEC §10), a seeded sample of 200 questions
+        probed for known facts (margin ≥ δ); RS on the first 60 test items, US on 30 shipped
+        utility items; both attribution targets with bootstrap CIs; one harmful attack (p = 0.3,
+        lr 1e-5, 3 epochs) over 3 seeds with the Fig. 6 correlation; no benign attack; a verdict
+        per method. ``quick`` uses the first 60 questions (for tests on tiny models).
         """
         return cls(
             model=model, seed=seed,
-            data=DataConfig(limit=60 if quick else None, known_candidates=100),
-            methods={"gd": {"lr": 5e-5}, "ssiuu": {"lr": 5e-5, "lam": 1e-3}},
+            data=DataConfig(limit=60 if quick else None, known_candidates=200),
+            methods={"gd": {"lr": 5e-5}, "ssiuu": {"lr": 5e-5}},
             unlearning={"max_epochs": 12, "batch_size": 8, "threshold": 0.33},
-            evaluation=EvalConfig(test_limit=60, utility_limit=30),
+            evaluation=EvalConfig(test_limit=60, utility_limit=30, protocol="cloze"),
             attribution=AttributionSettings(targets=["prob", "logprob"]),
-            attacks=AttackSettings(harmful={"ps": [0.3], "lrs": [1e-5], "seeds": [seed], "epochs": 3, "batch_size": 8},
-                                   benign=None),
+            attacks=AttackSettings(harmful={"ps": [0.3], "lrs": [1e-5], "seeds": [seed, seed + 1, seed + 2], "epochs": 3,
+                                            "batch_size": 8}, benign=None),
             title="neuronscope demo results (Table 1 layout)",
+        )
+
+    @classmethod
+    def cpu_study(cls, model: str = "smollm2-135m-instruct", seed: int = 0) -> "StudyConfig":
+        """``neuronscope study`` without ``--config``: erase or hide, measured on the embedded default.
+
+        GA, GD, NPO and SSIUU on the same split (protocol ``cloze``, known facts only), FS/RS/US
+        with Wilson intervals, both attribution targets with bootstrap CIs, logit lens, harmful
+        attacks at p = 0.1 and 0.3 (lr 1e-5, 3 epochs) and the benign attack (100 Alpaca-format
+        items, lr 1e-5, 1 epoch) over 3 seeds each, GD vs SSIUU paired by seed, and a verdict per
+        method; sized for about an hour on a 2-core CPU. Every reduction from the paper's grids
+        is written into the table note.
+        """
+        seeds = [seed, seed + 1, seed + 2]
+        return cls(
+            model=model, seed=seed,
+            data=DataConfig(known_candidates=200),
+            methods={"ga": {}, "gd": {}, "npo": {}, "ssiuu": {}},
+            unlearning={"lr": 5e-5, "max_epochs": 12, "batch_size": 8, "threshold": 0.33},
+            evaluation=EvalConfig(test_limit=150, protocol="cloze"),
+            attribution=AttributionSettings(targets=["prob", "logprob"]),
+            attacks=AttackSettings(
+                harmful={"ps": [0.1, 0.3], "lrs": [1e-5], "seeds": seeds, "epochs": 3, "batch_size": 8},
+                benign={"lrs": [1e-5], "seeds": seeds, "epochs": 1, "batch_size": 8, "n_alpaca": 100, "eval_every": 5}),
+            title="Erase or hide? GA, GD, NPO and SSIUU on SmolLM2-135M-Instruct (paper Table 1 layout)",
         )
 
     @classmethod
@@ -490,7 +532,16 @@ class Study:
             if self.config.data.format != "faithun":
                 raise ConfigError(f"data.format: the study runner reads FaithUn-format data, got "
                                   f"{self.config.data.format!r} (TOFU runs: neuronscope unlearn --config)")
-            items = load_faithun(self.config.data.file)
+            if self.config.data.file:
+                from neuronscope.data import load_data
+
+                loaded = load_data(self.config.data.file)
+                if not loaded.has_options:
+                    raise ConfigError(f"data.file: {self.config.data.file} has no false options: the study runner scores "
+                                      "knowledge by ranking options (TOFU runs: neuronscope unlearn --config)")
+                items = loaded.items
+            else:
+                items = load_faithun()
             self._items = items[: self.config.data.limit] if self.config.data.limit else items
         return self._items
 
@@ -529,10 +580,10 @@ class Study:
         if self._splits is not None:
             return self._splits
         from neuronscope.data import FaithUnSplits, split_faithun
-        from neuronscope.evaluation import mcqa_evaluate
+        from neuronscope.evaluation import DEFAULT_DELTA, known_facts
 
         d, c = self.config.data, self.config
-        key = _key("splits", asdict(d), c.split_seed, c.evaluation.mode,
+        key = _key("splits", asdict(d), c.split_seed, c.evaluation.mode, c.evaluation.protocol,
                    self.model_key("default") if d.known_only else None, [i.id for i in self.items])
         self._keys["splits"] = key
         v = self._get("splits", key)
@@ -542,9 +593,12 @@ class Study:
                 cands = list(self.items)
                 if d.known_candidates and d.known_candidates < len(cands):
                     cands = random.Random(c.split_seed).sample(cands, d.known_candidates)
-                self.log(f"MCQA accuracy of the base model on {len(cands)} candidate questions (forget pool)")
-                res = mcqa_evaluate(self.base, cands, mode=c.evaluation.mode, progress=self.progress, desc="base MCQA")
-                known = {"accuracy": res.accuracy, "n_candidates": len(cands), "correct_ids": sorted(res.correct_ids())}
+                delta = DEFAULT_DELTA if d.known_delta is None else d.known_delta
+                self.log(f"known-fact probe ({c.evaluation.protocol}, margin ≥ {delta:g} nats) of the base model on "
+                         f"{len(cands)} candidate questions (forget pool)")
+                kf = known_facts(self.base, cands, c.evaluation.protocol, delta, progress=self.progress)
+                known = {**{k: v for k, v in kf.to_dict().items() if k in ("protocol", "delta", "accuracy", "fraction")},
+                         "n_candidates": len(cands), "correct_ids": sorted(kf.known_ids())}
             pool = set(known["correct_ids"]) if known and len(known["correct_ids"]) >= 3 else None
             sp = split_faithun(self.items, forget=d.forget, retain=d.retain, test=d.test, seed=c.split_seed,
                                forget_pool=pool)
@@ -609,10 +663,12 @@ class Study:
 
         Returns:
             Accuracies in [0, 1] by set: ``forget``, ``forget_paraphrase``, ``retain``, ``test``,
-            ``utility`` (+ ``utility_per_task`` with lm-eval tasks).
+            ``utility`` (+ ``utility_per_task`` with lm-eval tasks); ``intervals``: the Wilson 95 %
+            interval of each (:func:`neuronscope.stats.accuracy_interval`); ``protocol``.
         """
         from neuronscope.data import load_utility
-        from neuronscope.evaluation import mcqa_evaluate, paraphrased
+        from neuronscope.evaluation import knowledge_evaluate, paraphrased
+        from neuronscope.stats import accuracy_interval
         from neuronscope.utility import utility_score
 
         sp, ev = self.splits(), self.config.evaluation
@@ -621,21 +677,22 @@ class Study:
         if v is not None:
             return v
         model = self.model(name)
+        uitems = load_utility()
         sets = {"forget": sp.forget, "forget_paraphrase": paraphrased(sp.forget) if ev.paraphrase else [],
-                "retain": sp.retain, "test": sp.test[: ev.test_limit] if ev.test_limit else sp.test}
-        v = {}
-        for s, items in sets.items():
+                "retain": sp.retain, "test": sp.test[: ev.test_limit] if ev.test_limit else sp.test,
+                "utility": [] if ev.utility_tasks else (uitems[: ev.utility_limit] if ev.utility_limit else uitems)}
+        v, ci = {}, {}
+        for s_, items in sets.items():
             if items:
-                v[s] = mcqa_evaluate(model, items, mode=ev.mode, progress=self.progress, desc=f"eval {s}").accuracy
+                r = knowledge_evaluate(model, items, protocol=ev.protocol, mode=ev.mode, progress=self.progress,
+                                       desc=f"eval {s_}")
+                v[s_], ci[s_] = r.accuracy, accuracy_interval(r.correct).to_dict()
         if ev.utility_tasks:
             us = utility_score(model, tasks=ev.utility_tasks, limit=ev.utility_limit or 500)
             v["utility"], v["utility_per_task"] = us.score, us.per_task
-        else:
-            uitems = load_utility()
-            v["utility"] = mcqa_evaluate(model, uitems[: ev.utility_limit] if ev.utility_limit else uitems, mode=ev.mode,
-                                         progress=self.progress, desc="eval utility").accuracy
-        self.log(f"{METHOD_LABELS.get(name, name)}: " + ", ".join(f"{k} {100 * x:.1f}%" for k, x in v.items()
-                                                                     if isinstance(x, float)))
+        v["intervals"], v["protocol"] = ci, ev.protocol
+        self.log(f"{METHOD_LABELS.get(name, name)} ({ev.protocol}): " + ", ".join(
+            f"{k} {100 * x:.1f}%" for k, x in v.items() if isinstance(x, float)))
         return self._put(f"eval_{name}", key, v)
 
     def attribution(self, name: str, target: str | None = None, *, model=None, model_key: str | None = None):
@@ -738,15 +795,56 @@ class Study:
         return self._put(name, key, v)
 
     # -- the whole run ---------------------------------------------------------------------
+    def influence_interval(self, method: str, target: str | None = None) -> dict:
+        """Bootstrap CI over forget items of Σ top-100 D̃+, D̃− and D̃−/D̃+ (SPEC §16; stage ``influence_ci_*``)."""
+        from neuronscope.influence import influence_ci
+
+        target = target or self.config.attribution.targets[0]
+        a = self.config.attribution
+        key = _key("influence_ci", self.model_key(method), self._keys["splits"], target, a.batch_size, a.n_boot,
+                   self.config.seed)
+        name = f"influence_ci_{method}_{target}"
+        v = self._get(name, key)
+        if v is None:
+            self.log(f"bootstrap CI of D̃−/D̃+ ({a.n_boot} resamples over forget items) for {METHOD_LABELS[method]}, {target}")
+            ci = influence_ci(self.attribution("default", target), self.attribution(method, target), n_boot=a.n_boot,
+                              seed=self.config.seed, label=METHOD_LABELS[method])
+            v = self._put(name, key, {**ci.to_dict(), "meta": {**ci.to_dict().get("meta", {}), "target": target}})
+        return v
+
+    def verdicts(self, evals: dict, cis: dict, lens: dict, attacks: dict) -> dict:
+        """``erased`` / ``hidden`` / ``inconclusive`` per method from the rule of :mod:`neuronscope.verdict`.
+
+        Influence evidence uses the ``logprob`` target when it was attributed (the verdict's
+        documented choice), else the primary target.
+        """
+        from neuronscope.attacks import AttackResult
+        from neuronscope.verdict import collect_evidence, verdict
+
+        target = "logprob" if "logprob" in cis else (next(iter(cis)) if cis else None)
+        out = {}
+        for m in self.config.methods:
+            harmful = [AttackResult.from_dict(a["result"]) for a in attacks.get(m, {}).values()
+                       if a.get("result") and a["result"]["config"]["kind"] == "harmful"]
+            corr = next((a["correlation"] for a in attacks.get(m, {}).values() if a.get("correlation")), None)
+            ev = collect_evidence(
+                m, influence=cis[target][m] if target else None, lens=lens.get(METHOD_LABELS[m]),
+                lens_base=lens.get("Default"), attacks=harmful,
+                fs_base=(evals.get("default") or {}).get("forget"),
+                fs_unlearned=(evals.get(m) or {}).get("intervals", {}).get("forget"), correlation=corr)
+            out[m] = verdict(ev)
+        return out
+
+    # -- the whole run ---------------------------------------------------------------------
     def run(self) -> dict:
-        """Run the configured stages and write ``table.*``, ``report.html`` and ``summary.json``.
+        """Run the configured stages and write ``table.*``, ``verdict.json``, ``report.html``, ``summary.json``.
 
         Returns:
-            The summary (also in ``RUN/summary.json``).
+            The summary (also in ``RUN/summary.json``; its contract is in the README).
 
         Raises:
-            NeuronscopeError: Bad data or model; ``RUN`` holds a study with another configuration
-                is *not* an error: changed inputs recompute the stages that depend on them.
+            NeuronscopeError: Bad data or model. A run folder holding another configuration is
+                *not* an error: changed inputs recompute the stages that depend on them.
         """
         c, t0 = self.config, time.time()
         if c.threads:
@@ -761,11 +859,16 @@ class Study:
         t = self._tick("splits", t)
         names = ["default", *c.methods]
         evals = {n: self.evaluate(n) for n in names} if "evaluate" in stages else {}
+        if not evals:  # unlearning always runs
+            for m in c.methods:
+                self.unlearning_info(m)
         t = self._tick("unlearning_and_evaluation", t)
         by_target: dict[str, dict] = {}
+        cis: dict[str, dict] = {}
         if "attribute" in stages:
             for target in c.attribution.targets:
                 by_target[target] = {METHOD_LABELS[m]: self.influence(m, target) for m in c.methods}
+                cis[target] = {m: self.influence_interval(m, target) for m in c.methods}
         t = self._tick("attribution", t)
         lens = {METHOD_LABELS[n]: self.lens(n) for n in names} if "lens" in stages and c.lens else {}
         t = self._tick("logit_lens", t)
@@ -778,14 +881,21 @@ class Study:
                     first_harmful = first_harmful and acfg.kind != "harmful"
                     attacks.setdefault(m, {})[acfg.label] = self.attack(m, acfg, correlate=corr)
         t = self._tick("attacks", t)
+        verdicts = self.verdicts(evals, cis, lens, attacks) if (evals or cis or lens or attacks) else {}
+        if verdicts:
+            from neuronscope.verdict import write_verdicts
+
+            write_verdicts(self.out / "verdict.json", verdicts)
         table = self.table(evals, attacks)
         table.save(self.out)
-        summary = self.summary(evals, by_target, lens, attacks, table)
+        summary = self.summary(evals, by_target, cis, lens, attacks, verdicts, table)
         if "report" in stages:
-            summary["report"] = str(_write_report(self, summary, by_target, lens, table))
+            summary["report"] = str(_write_report(self, summary, by_target, lens, table, verdicts))
         self._tick("report", t)
         self.timings["total"] = round(time.time() - t0, 1)
         write_json_atomic(self.out / "summary.json", summary)
+        for m, v in verdicts.items():
+            self.log(f"verdict {METHOD_LABELS[m]}: [bold]{v.label}[/] ({v.rule})")
         self.log(f"done in {self.timings['total']:.0f} s")
         return summary
 
@@ -810,11 +920,15 @@ class Study:
                 u = self.unlearning_info(name)
                 if not u["reached"]:
                     notes.append(f"{METHOD_LABELS[name]} did not reach the FS threshold in {u['steps']} steps")
-        note = self.config.describe() + ("; notes: " + "; ".join(notes) if notes else "")
+        note = (f"knowledge protocol {self.config.evaluation.protocol}; " + self.config.describe()
+                + ("; notes: " + "; ".join(notes) if notes else ""))
         return ResultsTable(rows, title=self.config.title, note=note)
 
-    def summary(self, evals, by_target, lens, attacks, table) -> dict:
-        """The machine-readable summary (``RUN/summary.json``)."""
+    def summary(self, evals, by_target, cis, lens, attacks, verdicts, table) -> dict:
+        """The machine-readable summary (``RUN/summary.json``; contract in the README)."""
+        from neuronscope.attacks import AttackResult
+        from neuronscope.stats import attack_summary, compare_attacks
+
         c = self.config
         primary = c.attribution.targets[0]
         known = self.known or {}
@@ -823,29 +937,49 @@ class Study:
             u = self.unlearning_info(m)
             unl[m] = {**{k: u[k] for k in ("reached", "steps", "epochs", "seconds_per_step", "lr")},
                       **_penalty_share(u["history"], c.unlearning_config(m).lam if m == "ssiuu" else 0.0)}
-        out = {
+        atk_summary: dict[str, dict] = {}
+        results: dict[str, dict] = {}
+        for m, per in attacks.items():
+            for label, a in per.items():
+                if a.get("result"):
+                    res = AttackResult.from_dict(a["result"])
+                    results.setdefault(m, {})[label] = res
+                    atk_summary.setdefault(m, {}).setdefault(res.config.kind, {})[label] = attack_summary(res)
+                else:
+                    atk_summary.setdefault(m, {}).setdefault("not_run", {})[label] = a.get("error")
+        comparisons = {}
+        if "gd" in results and "ssiuu" in results:
+            for label in results["gd"]:
+                if label in results["ssiuu"]:
+                    comparisons[f"gd_vs_ssiuu:{label}"] = compare_attacks(
+                        results["gd"][label], results["ssiuu"][label], label_a="GD", label_b="SSIUU",
+                        alternative="greater", seed=c.seed).to_dict()
+        return {
             "model": c.model,
+            "protocol": c.evaluation.protocol,
             "n_questions": len(self.items),
-            "base_accuracy_candidates": known.get("accuracy"),
-            "n_known_candidates": known.get("n_candidates"),
+            "known_facts": {k: v for k, v in known.items() if k != "correct_ids"},
             "splits": {k: len(getattr(self._splits, k)) for k in ("forget", "retain", "test", "held_out")},
-            "accuracy": evals,
+            "accuracy": {n: {s: {"value": v, **ev["intervals"].get(s, {})} for s, v in ev.items() if isinstance(v, float)}
+                         for n, ev in evals.items()},
             "unlearning": unl,
             "attribution_target": primary,
             "influence_top100": {k: v.summary(100) for k, v in by_target.get(primary, {}).items()},
             "influence_top100_by_target": {t: {k: v.summary(100) for k, v in vs.items()} for t, vs in by_target.items()},
+            "influence_ci": cis,
             "answer_probability": {n: {"mean": float(a.target_value.mean()), "median": float(a.target_value.median())}
                                    for n in (["default", *c.methods] if "prob" in by_target else [])
                                    for a in [self.attribution(n, "prob")]},
             "logit_lens": lens,
-            "attacks": {m: {k: {kk: vv for kk, vv in a.items() if kk not in ("result", "correlation")}
-                            for k, a in per.items()} for m, per in attacks.items()},
+            "attacks": atk_summary,
+            "attack_comparisons": comparisons,
             "attribution_correlation": {m: a["correlation"] for m, per in attacks.items() for a in per.values()
                                         if a.get("correlation")},
+            "verdict": {m: {"label": v.label, "rule": v.rule, "reasons": v.reasons,
+                            "evidence": v.evidence.to_dict()} for m, v in verdicts.items()},
             "timings_s": self.timings,
             "table": table.to_dict(),
         }
-        return out
 
 
 def _penalty_share(history: list[dict], lam: float) -> dict[str, float]:
@@ -900,7 +1034,7 @@ def table_from_run(run_dir: str | Path):
     return ResultsTable.load(p)
 
 
-def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, table) -> Path:
+def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, table, verdicts: dict) -> Path:
     """``RUN/report.html``: one self-contained page with every stage's tables and figures."""
     from neuronscope.plots import cumulative_figure
     from neuronscope.report import HTMLReport
@@ -909,15 +1043,35 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
     r = HTMLReport(f"neuronscope — erase or hide? ({c.title})")
     r.text(f"Model {c.model}; {summary['n_questions']} FaithUn-format questions; splits "
            + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
-           + (". The forget split holds only facts the base model answers correctly." if c.data.known_only else "."))
+           + (". The forget split holds only facts the base model knows." if c.data.known_only else ".")
+           + f" Knowledge protocol: {c.evaluation.protocol}"
+           + (" (the question alone in the chat template; options ranked by their likelihood as the answer)."
+              if c.evaluation.protocol == "cloze" else " (paper Table 3: options listed in the prompt)."))
+    kf = summary.get("known_facts") or {}
+    if kf.get("n_candidates"):
+        r.text(f"Known-fact probe of the base model: {len(study.known['correct_ids'])} of {kf['n_candidates']} candidate "
+               f"questions known ({c.evaluation.protocol}, margin ≥ {kf.get('delta', '-')} nats over the best wrong option"
+               + (", correct under every option order" if c.evaluation.protocol == "mcqa" else "")
+               + f"; base accuracy on the candidates {100 * kf.get('accuracy', float('nan')):.1f} %).", note=True)
+    if verdicts:
+        r.verdicts(verdicts)
     r.heading("Results (paper Table 1 layout)")
     r.html(table.to_html())
     if summary["accuracy"]:
-        r.heading("Forget / retain accuracy (MCQA, option likelihood)")
+        from neuronscope.stats import Proportion, format_interval
+
+        r.heading(f"Forget / retain accuracy ({c.evaluation.protocol}, option likelihood; Wilson 95 % intervals)")
         cols = ["forget", "forget_paraphrase", "retain", "test", "utility"]
+
+        def cell(ev: dict, k: str) -> str:
+            x = ev.get(k)
+            if not x:
+                return "-"
+            return format_interval(Proportion.from_dict({kk: vv for kk, vv in x.items() if kk != "value"})) if "n" in x \
+                else f"{100 * x['value']:.1f}"
+
         r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)", "US utility (%)"],
-                [[METHOD_LABELS[n]] + [100 * ev.get(k, float("nan")) for k in cols] for n, ev in summary["accuracy"].items()],
-                fmt="{:.1f}")
+                [[METHOD_LABELS[n]] + [cell(ev, k) for k in cols] for n, ev in summary["accuracy"].items()])
     r.heading("Unlearning runs")
     r.table(["method", "lr", "reached FS ≤ threshold", "steps", "epochs", "s / step", "mean λ·penalty", "mean |L_GD|"],
             [[METHOD_LABELS[k], f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], f"{v['seconds_per_step']:.2f}",
@@ -935,6 +1089,10 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
                  for t, per in summary["influence_top100_by_target"].items() for k, v in per.items()], fmt="{:.4g}")
         r.text("D̃− > D̃+ means negative influence grew more than positive influence fell: knowledge "
                "hidden behind spurious unlearning neurons rather than erased.", note=True)
+        if summary.get("influence_ci"):
+            r.table(["attribution target", "method", "D̃− / D̃+ (95 % bootstrap CI over forget items)"],
+                    [[t, METHOD_LABELS[m], _fmt_ci(ci.get("minus_over_plus", {}))]
+                     for t, per in summary["influence_ci"].items() for m, ci in per.items()])
         if summary.get("answer_probability"):
             r.text("Mean P(answer | question) on the forget set (the scale of 'prob' attributions): "
                    + ", ".join(f"{k} {v['mean']:.3g}" for k, v in summary["answer_probability"].items())
@@ -956,9 +1114,19 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
         r.figure(lens_figure({k: LogitLensResult.from_dict(v) for k, v in lens.items()}))
     if summary["attacks"]:
         r.heading("Harmful and benign relearning attacks (§6.2.2) and attribution correlation (Fig. 6)")
-        r.table(["method", "attack", "max FS during retraining (%)"],
-                [[METHOD_LABELS[m], k, "-" if a.get("score") is None else f"{100 * a['score']:.1f}"]
-                 for m, per in summary["attacks"].items() for k, a in per.items()])
+        rows = []
+        for m, kinds in summary["attacks"].items():
+            for kind, per in kinds.items():
+                for label, a in per.items():
+                    if kind == "not_run":
+                        rows.append([METHOD_LABELS[m], label, f"not run: {a}", "-"])
+                        continue
+                    mf = a["max_fs"]
+                    rows.append([METHOD_LABELS[m], label, f"{100 * mf['mean']:.1f} ± {100 * (mf.get('sd') or 0):.1f}",
+                                 ", ".join(f"{100 * v:.1f}" for v in mf["per_seed"].values())])
+        r.table(["method", "attack", "max FS during retraining (%), mean ± sd over seeds", "per seed (%)"], rows)
+        for name, cmp_ in summary.get("attack_comparisons", {}).items():
+            r.text(f"{name}: {_fmt_comparison(cmp_)}", note=True)
         if summary.get("attribution_correlation"):
             r.table(["method", "Pearson r", "Spearman ρ"],
                     [[METHOD_LABELS[k], v["stats"]["both"]["pearson"], v["stats"]["both"]["spearman"]]
@@ -966,3 +1134,20 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
     r.heading("Timings (s)")
     r.table(["stage", "seconds"], [[k, v] for k, v in summary["timings_s"].items()], fmt="{:.1f}")
     return r.write(study.out / "report.html")
+
+
+def _fmt_ci(x: dict) -> str:
+    if not x or x.get("estimate") is None:
+        return "-"
+    return f"{x['estimate']:.3g} [{x.get('low', float('nan')):.3g}, {x.get('high', float('nan')):.3g}]"
+
+
+def _fmt_comparison(d: dict) -> str:
+    """One line: mean paired difference, its CI, the test's p-value and n."""
+    ci = d.get("mean_diff") or {}
+    diff = ci.get("estimate")
+    p = d.get("p_value")
+    return (f"mean paired difference {diff if diff is None else f'{diff:.3g}'}"
+            + (f" [{ci.get('low'):.3g}, {ci.get('high'):.3g}]" if ci.get("low") is not None else "")
+            + (f", p = {p:.3g}" if p is not None else "") + f" ({d.get('test', d.get('method', 'paired test'))}, "
+            f"n = {d.get('n', '?')}, Cohen's d_z {d.get('cohens_dz')})")

@@ -80,7 +80,7 @@ def test_demo_influence_matches_saved_attributions(demo_run, target: str, suffix
 def test_demo_base_forget_accuracy_is_recomputable(demo_run) -> None:
     """The reported base FS equals re-scoring the forget split with the (seeded) base model."""
     from neuronscope.data import load_faithun, split_faithun
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
     from neuronscope.models import load_model
 
     out, _ = demo_run
@@ -89,8 +89,14 @@ def test_demo_base_forget_accuracy_is_recomputable(demo_run) -> None:
     items = load_faithun()[:60]
     splits = split_faithun(items, seed=0, forget_pool=set(known["correct_ids"]) if len(known["correct_ids"]) >= 3 else None)
     base = load_model("tiny-llama", seed=0)
-    acc = mcqa_evaluate(base, splits.forget, progress=False).accuracy
-    assert summary["accuracy"]["default"]["forget"] == pytest.approx(acc)
+    res = knowledge_evaluate(base, splits.forget, protocol="cloze")
+    got = summary["accuracy"]["default"]["forget"]
+    assert summary["protocol"] == "cloze"
+    assert got["value"] == pytest.approx(res.accuracy) and got["k"] == sum(res.correct) and got["n"] == len(res.correct)
+    from scipy.stats import binomtest
+
+    ci = binomtest(got["k"], got["n"]).proportion_ci(method="wilson")
+    assert (got["low"], got["high"]) == pytest.approx((ci.low, ci.high))
     assert summary["splits"]["forget"] == len(splits.forget)
 
 

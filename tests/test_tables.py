@@ -233,16 +233,21 @@ def test_study_end_to_end_resume_and_partial_recompute(tmp_path, tiny_llama, mon
         "stages": ["evaluate", "attack"]})
     run = tmp_path / "run"
     summary = Study(cfg, run, progress=False, base=tiny_llama).run()
-    table = Study(cfg, run).table(summary["accuracy"], {"ga": {k: v for k, v in summary["attacks"]["ga"].items()}})
+    from neuronscope.study import table_from_run
+
+    table = table_from_run(run)
     assert [r.method for r in table.rows] == ["Default", "GA"]
     default, ga_row = table.rows
     assert default.harmful_p03 is None and default.benign is None
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    assert len(splits["forget"]) == 4  # 5 % of 80, drawn from the facts the base model answers correctly
+    assert len(splits["forget"]) == 4  # 5 % of 80
     assert default.fs == 1.0
     forget = [it for it in load_faithun()[:80] if it.id in set(splits["forget"])]
     assert ga_row.fs == pytest.approx(mcqa_evaluate(neuronscope.models.load_model(str(run / "models" / "ga")), forget).accuracy)
-    assert ga_row.harmful_p03 == pytest.approx(summary["attacks"]["ga"]["harmful-p0.3"]["score"])
+    assert ga_row.harmful_p03 == pytest.approx(summary["attacks"]["ga"]["harmful"]["harmful-p0.3"]["max_fs"]["mean"])
+    assert ga_row.fs == summary["accuracy"]["ga"]["forget"]["value"]
+    assert set(summary["verdict"]["ga"]) >= {"label", "rule", "reasons", "evidence"}
+    assert json.loads((run / "verdict.json").read_text())
     assert (run / "table.md").read_text() == table.to_markdown()
 
     # Resuming with every stage present neither loads a model nor trains.
