@@ -950,7 +950,9 @@ class Study:
         comparisons = {}
         if "gd" in results and "ssiuu" in results:
             for label in results["gd"]:
-                if label in results["ssiuu"]:
+                common = set(results["gd"][label].per_seed()) & set(results["ssiuu"].get(label, None).per_seed()) \
+                    if label in results["ssiuu"] else set()
+                if len(common) >= 2:  # a paired test needs at least two seeds
                     comparisons[f"gd_vs_ssiuu:{label}"] = compare_attacks(
                         results["gd"][label], results["ssiuu"][label], label_a="GD", label_b="SSIUU",
                         alternative="greater", seed=c.seed).to_dict()

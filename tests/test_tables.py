@@ -244,7 +244,12 @@ def test_study_end_to_end_resume_and_partial_recompute(tmp_path, tiny_llama, mon
     assert default.fs == 1.0
     forget = [it for it in load_faithun()[:80] if it.id in set(splits["forget"])]
     assert ga_row.fs == pytest.approx(mcqa_evaluate(neuronscope.models.load_model(str(run / "models" / "ga")), forget).accuracy)
-    assert ga_row.harmful_p03 == pytest.approx(summary["attacks"]["ga"]["harmful"]["harmful-p0.3"]["max_fs"]["mean"])
+    atk = json.loads((run / "stages" / "attack_ga_harmful-p0.3.json").read_text())["value"]
+    assert ga_row.harmful_p03 == atk["score"]
+    if atk["score"] is None:  # the tiny model's pool can be empty: recorded, not fatal
+        assert summary["attacks"]["ga"]["not_run"]["harmful-p0.3"] == atk["error"]
+    else:
+        assert atk["score"] == pytest.approx(summary["attacks"]["ga"]["harmful"]["harmful-p0.3"]["max_fs"]["mean"])
     assert ga_row.fs == summary["accuracy"]["ga"]["forget"]["value"]
     assert set(summary["verdict"]["ga"]) >= {"label", "rule", "reasons", "evidence"}
     assert json.loads((run / "verdict.json").read_text())
