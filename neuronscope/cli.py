@@ -81,6 +81,40 @@ def study(
     typer.echo(f"summary: {out / 'summary.json'}")
 
 
+@app.command()
+def diagnose(
+    base: str = typer.Option(..., help="The model before unlearning (HF name or local path)."),
+    unlearned: str = typer.Option(..., help="The unlearned checkpoint (HF name or local path)."),
+    forget: str = typer.Option(..., help="Forget data: a data file, a shipped split name, or a run's splits.json."),
+    out: Path = typer.Option(..., help="Output folder (report.html, verdict.json, summary.json; resumable)."),
+    retain: Optional[str] = typer.Option(None, help="Retain data (same forms), scored for RS."),
+    attack: Optional[str] = typer.Option(None, help="'harmful': also run the harmful relearning probe (paper §6.2.2)."),
+    protocol: str = typer.Option("auto", help="Knowledge protocol: auto (where the base knows more), mcqa or cloze."),
+    known_delta: Optional[float] = typer.Option(None, help="Known-fact margin δ in nats (default: the library's)."),
+    p: float = typer.Option(0.3, help="Harmful probe: fraction of the forget set retrained on."),
+    lr: Optional[List[float]] = typer.Option(None, "--lr", help="Harmful probe learning rate; repeat for a grid (default 1e-5)."),
+    seeds: int = typer.Option(3, help="Harmful probe seeds (0..N-1)."),
+    epochs: int = typer.Option(3, help="Harmful probe retraining epochs."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples of the D̃−/D̃+ interval."),
+    dtype: str = typer.Option("float32", help="Model dtype."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    overwrite: bool = typer.Option(False, help="Recompute a finished diagnosis."),
+) -> None:
+    """Erased or hidden? Diagnose any unlearned checkpoint against its base model (SPEC §14)."""
+    from neuronscope.diagnose import DiagnoseConfig, diagnose as run_diagnose, verdict_line
+    from neuronscope.errors import ConfigError
+
+    if attack not in (None, "harmful"):
+        raise ConfigError(f"--attack: expected 'harmful', got {attack!r}")
+    cfg = DiagnoseConfig(base=base, unlearned=unlearned, forget=forget, retain=retain, protocol=protocol,
+                         known_delta=known_delta, attack=attack == "harmful", p=p, lrs=list(lr) if lr else [1e-5],
+                         seeds=list(range(seeds)), epochs=epochs, n_boot=n_boot, dtype=dtype, device=device)
+    summary = run_diagnose(cfg, out, overwrite=overwrite)
+    typer.echo(verdict_line(summary))
+    typer.echo(f"report: {summary.get('report')}")
+    typer.echo(f"verdict file: {out / 'verdict.json'}")
+
+
 def _csv(text: str) -> list[str]:
     return [x.strip().lower() for x in text.split(",") if x.strip()]
 

@@ -166,6 +166,8 @@ class StudyConfig:
             ``"lrs"`` grid (the lowest reaching the threshold wins, paper §6.1).
         unlearning: UnlearningConfig fields shared by every method.
         lens: Run the logit lens (Fig. 4).
+        checkpoints: ``{name: path or hub name}`` of already unlearned models to analyse like the
+            methods' models (``neuronscope diagnose``); they are loaded, not trained.
         stages: Stages :meth:`Study.run` runs (subset of :data:`STAGES`; splits and unlearning
             always run).
         title / note: Table caption and an extra note appended to the generated one.
@@ -185,6 +187,7 @@ class StudyConfig:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     lens: bool = True
     attacks: AttackSettings = field(default_factory=AttackSettings)
+    checkpoints: dict[str, str] = field(default_factory=dict)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     title: str = "Experimental results on the FaithUn-format set (paper Table 1 layout)"
     note: str = ""
@@ -205,6 +208,9 @@ class StudyConfig:
         Raises:
             ConfigError: Unknown method or stage, bad unlearning/attack field, bad fraction, bad target.
         """
+        for m in self.checkpoints:
+            if m in self.methods or m == "default":
+                raise ConfigError(f"checkpoints: name {m!r} is taken by a method or the base model")
         for m in self.methods:
             if m not in METHOD_LABELS or m == "default":
                 raise ConfigError(f"methods: unknown method {m!r} (expected {', '.join(list(METHOD_LABELS)[1:])})")
@@ -252,6 +258,11 @@ class StudyConfig:
                                                **self.attacks.benign,
                                                "kind": "benign"}, source="attacks.benign"))
         return out
+
+    @property
+    def unlearned(self) -> list[str]:
+        """Names of every unlearned model: the methods, then the given checkpoints."""
+        return [*self.methods, *self.checkpoints]
 
     @property
     def label(self) -> str:
@@ -455,6 +466,21 @@ def _every(ev) -> str:
     return "epoch" if ev == "epoch" else ("step" if ev == 1 else f"{ev} steps")
 
 
+def _label(name: str) -> str:
+    """Display name of a model: the method's label, or the checkpoint's own name."""
+    return METHOD_LABELS.get(name, name)
+
+
+def _fingerprint(path: str) -> str:
+    """Size and mtime of a local checkpoint's files (a hub name is its own fingerprint)."""
+    p = Path(path)
+    if not p.exists():
+        return path
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    return _key([(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
+                 for f in files if f.is_file()])
+
+
 def _key(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable stage inputs."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -527,21 +553,16 @@ class Study:
     def items(self) -> list:
         """The configured fact set (first ``data.limit`` questions)."""
         if self._items is None:
-            from neuronscope.data import load_faithun
-
             if self.config.data.format != "faithun":
                 raise ConfigError(f"data.format: the study runner reads FaithUn-format data, got "
                                   f"{self.config.data.format!r} (TOFU runs: neuronscope unlearn --config)")
-            if self.config.data.file:
-                from neuronscope.data import load_data
+            from neuronscope.data import load_data
 
-                loaded = load_data(self.config.data.file)
-                if not loaded.has_options:
-                    raise ConfigError(f"data.file: {self.config.data.file} has no false options: the study runner scores "
-                                      "knowledge by ranking options (TOFU runs: neuronscope unlearn --config)")
-                items = loaded.items
-            else:
-                items = load_faithun()
+            self._data = load_data(self.config.data.file)
+            if not self._data.has_options:
+                raise ConfigError(f"data.file: {self.config.data.file} has no false options: the study runner scores "
+                                  "knowledge by ranking options (TOFU runs: neuronscope unlearn --config)")
+            items = self._data.items
             self._items = items[: self.config.data.limit] if self.config.data.limit else items
         return self._items
 
@@ -550,6 +571,8 @@ class Study:
         c = self.config
         if name == "default":
             return _key("model", c.model, c.dtype, c.device, c.seed)
+        if name in c.checkpoints and name not in self._keys:
+            self._keys[name] = _key("checkpoint", c.checkpoints[name], _fingerprint(c.checkpoints[name]), c.dtype, c.device)
         if name not in self._keys:
             self.splits()
             self._keys[name] = _key("unlearn", self._keys["splits"], self.model_key("default"),
@@ -600,15 +623,28 @@ class Study:
                 known = {**{k: v for k, v in kf.to_dict().items() if k in ("protocol", "delta", "accuracy", "fraction")},
                          "n_candidates": len(cands), "correct_ids": sorted(kf.known_ids())}
             pool = set(known["correct_ids"]) if known and len(known["correct_ids"]) >= 3 else None
-            sp = split_faithun(self.items, forget=d.forget, retain=d.retain, test=d.test, seed=c.split_seed,
-                               forget_pool=pool)
+            sp = self._data.make_splits(split_faithun(self.items, forget=d.forget, retain=d.retain, test=d.test,
+                                                      seed=c.split_seed, forget_pool=pool))
             v = self._put("splits", key, {"splits": sp.to_dict(), "known": known})
-            write_json_atomic(self.out / "splits.json", {"splits": sp.to_dict(), "data": d.file,
-                                                          "base_accuracy": known and known["accuracy"]})
+            write_json_atomic(self.out / "splits.json", {"seed": c.split_seed, "protocol": c.evaluation.protocol,
+                                                          "known": {k: x for k, x in (known or {}).items()
+                                                                    if k != "correct_ids"} or None,
+                                                          "splits": sp.to_dict()})
         self.known = v["known"]
         self._splits = FaithUnSplits.from_dict(v["splits"], self.items)
         self.log(f"splits: {self._splits.summary()}")
         return self._splits
+
+    def use_splits(self, splits, known: dict | None = None) -> None:
+        """Use given splits instead of drawing them (``neuronscope diagnose``: the user's forget set).
+
+        The splits' key is the ids of their items, so every cached stage stays tied to them.
+        """
+        self._splits = splits
+        self._items = [*splits.forget, *splits.retain, *splits.test, *splits.held_out]
+        self._keys["splits"] = _key("given-splits", {k: [i.id for i in getattr(splits, k)]
+                                                     for k in ("forget", "retain", "test", "held_out")})
+        self.known = known
 
     def unlearned(self, method: str):
         """The base model unlearned with ``method`` (stage ``unlearn_<method>``; model in ``RUN/models``).
@@ -618,6 +654,13 @@ class Study:
         from neuronscope.models import clone_model, load_model
         from neuronscope.unlearning import lr_search, unlearn
 
+        if method in self.config.checkpoints:
+            if not (self._loaded and self._loaded[0] == method):
+                self._release()
+                c = self.config
+                self.log(f"loading {method}: {c.checkpoints[method]}")
+                self._loaded = (method, load_model(c.checkpoints[method], dtype=c.dtype, device=c.device))
+            return self._loaded[1]
         sp = self.splits()
         ucfg = self.config.unlearning_config(method)
         grid = self.config.lrs(method)
@@ -631,7 +674,7 @@ class Study:
                 self._loaded = (method, load_model(str(mdir), dtype=c.dtype, device=c.device))
             return self._loaded[1]
         self._release()
-        self.log(f"unlearning with {METHOD_LABELS[method]} ({'lr grid ' + _grid(grid) if grid else f'lr {ucfg.lr:g}'}, "
+        self.log(f"unlearning with {_label(method)} ({'lr grid ' + _grid(grid) if grid else f'lr {ucfg.lr:g}'}, "
                  f"≤ {ucfg.max_epochs} epochs)")
         t = time.perf_counter()
         if grid:
@@ -652,6 +695,9 @@ class Study:
 
     def unlearning_info(self, method: str) -> dict:
         """The unlearning stage's record of ``method`` (lr, reached, steps, history, ...); trains if missing."""
+        if method in self.config.checkpoints:
+            return {"reached": None, "steps": None, "epochs": None, "seconds_per_step": None, "lr": None, "history": [],
+                    "checkpoint": self.config.checkpoints[method]}
         info = self._get(f"unlearn_{method}", self.model_key(method))
         if info is None:
             self.unlearned(method)
@@ -691,7 +737,7 @@ class Study:
             us = utility_score(model, tasks=ev.utility_tasks, limit=ev.utility_limit or 500)
             v["utility"], v["utility_per_task"] = us.score, us.per_task
         v["intervals"], v["protocol"] = ci, ev.protocol
-        self.log(f"{METHOD_LABELS.get(name, name)} ({ev.protocol}): " + ", ".join(
+        self.log(f"{_label(name)} ({ev.protocol}): " + ", ".join(
             f"{k} {100 * x:.1f}%" for k, x in v.items() if isinstance(x, float)))
         return self._put(f"eval_{name}", key, v)
 
@@ -726,7 +772,7 @@ class Study:
 
         target = target or self.config.attribution.targets[0]
         var = influence_variation(self.attribution("default", target), self.attribution(method, target),
-                                  label=METHOD_LABELS[method])
+                                  label=_label(method))
         var.save(self.out / "influence" / f"{method}{'' if target == 'prob' else '.' + target}.safetensors")
         return var
 
@@ -734,7 +780,7 @@ class Study:
         """Logit lens of a model on the forget split (paper Fig. 4; stage ``lens_<name>``)."""
         from neuronscope.lens import logit_lens
 
-        label = METHOD_LABELS.get(name, name)
+        label = _label(name)
         sp = self.splits()
         key = _key("lens", self.model_key(name), self._keys["splits"], self.config.seed)
         v = self._get(f"lens_{name}", key)
@@ -767,7 +813,7 @@ class Study:
         v = self._get(name, key)
         if v is not None:
             return v
-        self.log(f"{METHOD_LABELS[method]}: {acfg.label} attack")
+        self.log(f"{_label(method)}: {acfg.label} attack")
         attacked: list = []
 
         def clone_fn(m):
@@ -780,7 +826,7 @@ class Study:
             res = run_attack(self.model(method), sp.forget, acfg, run_dir=self.out / "attacks" / method / label,
                              progress=self.progress, clone_fn=clone_fn)
         except ConfigError as exc:  # e.g. an unlearning run that left too small a pool
-            self.log(f"[yellow]{METHOD_LABELS[method]}: {acfg.label} attack not run: {exc}[/]")
+            self.log(f"[yellow]{_label(method)}: {acfg.label} attack not run: {exc}[/]")
             return self._put(name, key, {"score": None, "error": str(exc)})
         v = {"result": res.to_dict(), "score": res.score, "per_seed": {str(k): x for k, x in res.per_seed().items()},
              "per_lr": {f"{k:g}": x for k, x in res.per_lr().items()}, "seconds": round(time.perf_counter() - t, 1),
@@ -789,8 +835,8 @@ class Study:
             after = self.attribution(f"{method}-attacked{'-' + tag if tag else ''}", model=attacked[-1], model_key=key)
             v["attacked_attribution"] = after.meta["study_key"]
             v["correlation"] = attribution_correlation(
-                self.attribution(method), after, label_a=f"{METHOD_LABELS[method]} unlearned",
-                label_b=f"{METHOD_LABELS[method]} after attack").to_dict()
+                self.attribution(method), after, label_a=f"{_label(method)} unlearned",
+                label_b=f"{_label(method)} after attack").to_dict()
         attacked.clear()
         return self._put(name, key, v)
 
@@ -806,9 +852,9 @@ class Study:
         name = f"influence_ci_{method}_{target}"
         v = self._get(name, key)
         if v is None:
-            self.log(f"bootstrap CI of D̃−/D̃+ ({a.n_boot} resamples over forget items) for {METHOD_LABELS[method]}, {target}")
+            self.log(f"bootstrap CI of D̃−/D̃+ ({a.n_boot} resamples over forget items) for {_label(method)}, {target}")
             ci = influence_ci(self.attribution("default", target), self.attribution(method, target), n_boot=a.n_boot,
-                              seed=self.config.seed, label=METHOD_LABELS[method])
+                              seed=self.config.seed, label=_label(method))
             v = self._put(name, key, {**ci.to_dict(), "meta": {**ci.to_dict().get("meta", {}), "target": target}})
         return v
 
@@ -823,12 +869,12 @@ class Study:
 
         target = "logprob" if "logprob" in cis else (next(iter(cis)) if cis else None)
         out = {}
-        for m in self.config.methods:
+        for m in self.config.unlearned:
             harmful = [AttackResult.from_dict(a["result"]) for a in attacks.get(m, {}).values()
                        if a.get("result") and a["result"]["config"]["kind"] == "harmful"]
             corr = next((a["correlation"] for a in attacks.get(m, {}).values() if a.get("correlation")), None)
             ev = collect_evidence(
-                m, influence=cis[target][m] if target else None, lens=lens.get(METHOD_LABELS[m]),
+                m, influence=cis[target][m] if target else None, lens=lens.get(_label(m)),
                 lens_base=lens.get("Default"), attacks=harmful,
                 fs_base=(evals.get("default") or {}).get("forget"),
                 fs_unlearned=(evals.get(m) or {}).get("intervals", {}).get("forget"), correlation=corr)
@@ -857,24 +903,24 @@ class Study:
         t = self._tick(None, t0)
         self.splits()
         t = self._tick("splits", t)
-        names = ["default", *c.methods]
+        names = ["default", *c.unlearned]
         evals = {n: self.evaluate(n) for n in names} if "evaluate" in stages else {}
         if not evals:  # unlearning always runs
-            for m in c.methods:
+            for m in c.unlearned:
                 self.unlearning_info(m)
         t = self._tick("unlearning_and_evaluation", t)
         by_target: dict[str, dict] = {}
         cis: dict[str, dict] = {}
         if "attribute" in stages:
             for target in c.attribution.targets:
-                by_target[target] = {METHOD_LABELS[m]: self.influence(m, target) for m in c.methods}
-                cis[target] = {m: self.influence_interval(m, target) for m in c.methods}
+                by_target[target] = {_label(m): self.influence(m, target) for m in c.unlearned}
+                cis[target] = {m: self.influence_interval(m, target) for m in c.unlearned}
         t = self._tick("attribution", t)
-        lens = {METHOD_LABELS[n]: self.lens(n) for n in names} if "lens" in stages and c.lens else {}
+        lens = {_label(n): self.lens(n) for n in names} if "lens" in stages and c.lens else {}
         t = self._tick("logit_lens", t)
         attacks: dict[str, dict] = {}
         if "attack" in stages:
-            for m in c.methods:
+            for m in c.unlearned:
                 first_harmful = True
                 for acfg in c.attack_configs():
                     corr = c.attacks.correlation and acfg.kind == "harmful" and first_harmful and "attribute" in stages
@@ -895,7 +941,7 @@ class Study:
         self.timings["total"] = round(time.time() - t0, 1)
         write_json_atomic(self.out / "summary.json", summary)
         for m, v in verdicts.items():
-            self.log(f"verdict {METHOD_LABELS[m]}: [bold]{v.label}[/] ({v.rule})")
+            self.log(f"verdict {_label(m)}: [bold]{v.label}[/] ({v.rule})")
         self.log(f"done in {self.timings['total']:.0f} s")
         return summary
 
@@ -912,14 +958,14 @@ class Study:
         for name, ev in evals.items():
             atk = attacks.get(name, {})
             score = lambda label: (atk.get(label) or {}).get("score")  # noqa: E731
-            rows.append(TableRow(model=self.config.label, method=METHOD_LABELS[name], fs=ev.get("forget"),
+            rows.append(TableRow(model=self.config.label, method=_label(name), fs=ev.get("forget"),
                                  rs=ev.get("test"), us=ev.get("utility"), harmful_p01=score("harmful-p0.1"),
                                  harmful_p03=score("harmful-p0.3"), benign=score("benign")))
-            notes += [f"{METHOD_LABELS[name]} {k} ({a['error']})" for k, a in atk.items() if a.get("error")]
+            notes += [f"{_label(name)} {k} ({a['error']})" for k, a in atk.items() if a.get("error")]
             if name != "default":
                 u = self.unlearning_info(name)
-                if not u["reached"]:
-                    notes.append(f"{METHOD_LABELS[name]} did not reach the FS threshold in {u['steps']} steps")
+                if u["reached"] is False:
+                    notes.append(f"{_label(name)} did not reach the FS threshold in {u['steps']} steps")
         note = (f"knowledge protocol {self.config.evaluation.protocol}; " + self.config.describe()
                 + ("; notes: " + "; ".join(notes) if notes else ""))
         return ResultsTable(rows, title=self.config.title, note=note)
@@ -933,7 +979,7 @@ class Study:
         primary = c.attribution.targets[0]
         known = self.known or {}
         unl = {}
-        for m in c.methods:
+        for m in c.unlearned:
             u = self.unlearning_info(m)
             unl[m] = {**{k: u[k] for k in ("reached", "steps", "epochs", "seconds_per_step", "lr")},
                       **_penalty_share(u["history"], c.unlearning_config(m).lam if m == "ssiuu" else 0.0)}
@@ -970,7 +1016,7 @@ class Study:
             "influence_top100_by_target": {t: {k: v.summary(100) for k, v in vs.items()} for t, vs in by_target.items()},
             "influence_ci": cis,
             "answer_probability": {n: {"mean": float(a.target_value.mean()), "median": float(a.target_value.median())}
-                                   for n in (["default", *c.methods] if "prob" in by_target else [])
+                                   for n in (["default", *c.unlearned] if "prob" in by_target else [])
                                    for a in [self.attribution(n, "prob")]},
             "logit_lens": lens,
             "attacks": atk_summary,
@@ -1073,13 +1119,13 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
                 else f"{100 * x['value']:.1f}"
 
         r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)", "US utility (%)"],
-                [[METHOD_LABELS[n]] + [cell(ev, k) for k in cols] for n, ev in summary["accuracy"].items()])
+                [[_label(n)] + [cell(ev, k) for k in cols] for n, ev in summary["accuracy"].items()])
     r.heading("Unlearning runs")
     r.table(["method", "lr", "reached FS ≤ threshold", "steps", "epochs", "s / step", "mean λ·penalty", "mean |L_GD|"],
-            [[METHOD_LABELS[k], f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], f"{v['seconds_per_step']:.2f}",
+            [[_label(k), f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], f"{v['seconds_per_step']:.2f}",
               f"{v['mean_lambda_penalty']:.3g}" if "mean_lambda_penalty" in v else "-",
               f"{v['mean_abs_gd_loss']:.3g}" if "mean_abs_gd_loss" in v else "-"]
-             for k, v in summary["unlearning"].items()])
+             for k, v in summary["unlearning"].items() if v.get("reached") is not None])
     if "ssiuu" in c.methods:
         r.text(f"SSIUU adds λ·Σ‖A_prev − A‖₂ over spurious (negative) rows to the GD loss (λ = "
                f"{c.unlearning_config('ssiuu').lam:g}); the penalty is 0 on the first visit of each forget batch (no "
@@ -1093,7 +1139,7 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
                "hidden behind spurious unlearning neurons rather than erased.", note=True)
         if summary.get("influence_ci"):
             r.table(["attribution target", "method", "D̃− / D̃+ (95 % bootstrap CI over forget items)"],
-                    [[t, METHOD_LABELS[m], _fmt_ci(ci.get("minus_over_plus", {}))]
+                    [[t, _label(m), _fmt_ci(ci.get("minus_over_plus", {}))]
                      for t, per in summary["influence_ci"].items() for m, ci in per.items()])
         if summary.get("answer_probability"):
             r.text("Mean P(answer | question) on the forget set (the scale of 'prob' attributions): "
@@ -1104,6 +1150,13 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
         for target, variations in by_target.items():
             r.text(f"Cumulative top-m influence variation, target {target}:")
             r.figure(cumulative_figure(variations, m=1000))
+        r.heading("Top spurious neurons (largest D̃−: negative influence gained on the forget set)")
+        for target, variations in by_target.items():
+            for label, var in variations.items():
+                r.text(f"{label}, target {target}:")
+                r.table(["module", "layer", "neuron", "D̃−", "D̃+ of the same neuron"],
+                        [[t, layer, i, x, float(var.d_plus[(t, layer)][i])] for t, layer, i, x in var.top_neurons("-", 10)],
+                        fmt="{:.4g}")
         r.heading("Influence variation per module and layer (Fig. 5)")
         for target, variations in by_target.items():
             for var in variations.values():
@@ -1121,17 +1174,17 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
             for kind, per in kinds.items():
                 for label, a in per.items():
                     if kind == "not_run":
-                        rows.append([METHOD_LABELS[m], label, f"not run: {a}", "-"])
+                        rows.append([_label(m), label, f"not run: {a}", "-"])
                         continue
                     mf = a["max_fs"]
-                    rows.append([METHOD_LABELS[m], label, f"{100 * mf['mean']:.1f} ± {100 * (mf.get('sd') or 0):.1f}",
+                    rows.append([_label(m), label, f"{100 * mf['mean']:.1f} ± {100 * (mf.get('sd') or 0):.1f}",
                                  ", ".join(f"{100 * v:.1f}" for v in mf["per_seed"].values())])
         r.table(["method", "attack", "max FS during retraining (%), mean ± sd over seeds", "per seed (%)"], rows)
         for name, cmp_ in summary.get("attack_comparisons", {}).items():
             r.text(f"{name}: {_fmt_comparison(cmp_)}", note=True)
         if summary.get("attribution_correlation"):
             r.table(["method", "Pearson r", "Spearman ρ"],
-                    [[METHOD_LABELS[k], v["stats"]["both"]["pearson"], v["stats"]["both"]["spearman"]]
+                    [[_label(k), v["stats"]["both"]["pearson"], v["stats"]["both"]["spearman"]]
                      for k, v in summary["attribution_correlation"].items()])
     r.heading("Timings (s)")
     r.table(["stage", "seconds"], [[k, v] for k, v in summary["timings_s"].items()], fmt="{:.1f}")

@@ -19,7 +19,7 @@ from neuronscope.study import StudyConfig, run_study
 
 def _config(**over) -> StudyConfig:
     """The demo preset at test sizes (the same sizes the pre-study demo tests used)."""
-    small = {"data": {"known_candidates": 40}, "unlearning": {"max_epochs": 2},
+    small = {"data": {"known_candidates": 40, "known_delta": 0.0}, "unlearning": {"max_epochs": 2},
              "methods": {"gd": {"lr": 1e-3}, "ssiuu": {"lr": 1e-3, "lam": 1e-3}},
              "evaluation": {"test_limit": 10, "utility_limit": 6}, "attacks": {"harmful": {"epochs": 1}}}
     from neuronscope.study import deep_merge
@@ -133,3 +133,18 @@ def test_demo_reports_the_ssiuu_penalty_weight(demo_run) -> None:
     assert pens, "SSIUU history records its penalty"
     assert summary["unlearning"]["ssiuu"]["mean_lambda_penalty"] == pytest.approx(1e-3 * sum(pens) / len(pens))
     assert "mean_lambda_penalty" not in summary["unlearning"]["gd"]
+
+
+def test_demo_models_are_diagnosable_with_the_same_verdict(demo_run, tmp_path) -> None:
+    """``diagnose`` on the demo's saved GD model, its forget split and its attack settings gives the demo's verdict."""
+    from neuronscope.diagnose import DiagnoseConfig, diagnose
+
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    cfg = DiagnoseConfig(base="tiny-llama", unlearned=str(out / "models" / "gd"), forget=str(out / "splits.json"),
+                         protocol="cloze", known_delta=0.0, attack=True, p=0.3, lrs=[1e-5], seeds=[0, 1, 2], epochs=1)
+    s = diagnose(cfg, tmp_path / "diag", progress=False)
+    assert s["splits"]["forget"] == summary["splits"]["forget"]
+    assert s["verdict"]["unlearned"]["label"] == summary["verdict"]["gd"]["label"]
+    assert (s["verdict"]["unlearned"]["evidence"]["influence"]["minus_over_plus"]
+            == summary["verdict"]["gd"]["evidence"]["influence"]["minus_over_plus"])
