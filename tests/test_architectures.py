@@ -219,12 +219,13 @@ CASES = [(name, method) for name in NEW for method in ("gd", "ssiuu")] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "method"), CASES)
 def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
     """Two steps of GD / SSIUU on one forget batch (SSIUU's second step has a nonzero Eq. 3
-    penalty), checkpointed; then save → reload and the checkpoint give the trained model's
-    logits."""
-    model = load_model(name, dtype=torch.float64, seed=0)
+    penalty), checkpointed; after GD, save → reload and the checkpoint give the trained model's
+    logits (float32; about 5–10 s per case on one thread)."""
+    model = load_model(name, seed=0)
     before = {k: v.clone() for k, v in hf_state_dict(model).items()}
     with torch.no_grad():
         logits_before = model.bridge(IDS)
@@ -261,16 +262,18 @@ def test_unlearning_steps_change_weights_and_reload(name, method, tmp_path):
     assert fused_names <= set(changed), (fused_names, changed)
     with torch.no_grad():
         trained = model.bridge(IDS)
-    assert (trained - logits_before).abs().max() > 1e-6
+    assert (trained - logits_before).abs().max() > 1e-3
+    if method != "gd":
+        return
     path = model.save(tmp_path / name)
-    back = load_model(str(path), dtype=torch.float64)
+    back = load_model(str(path))
     assert back.arch == model.arch
     with torch.no_grad():
-        torch.testing.assert_close(back.bridge(IDS), trained, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(back.bridge(IDS), trained, rtol=0, atol=0)
         # The last checkpoint holds the trained weights (plain HF names) and loads into a fresh model.
-        fresh = load_model(name, dtype=torch.float64, seed=1)
+        fresh = load_model(name, seed=1)
         load_weights(fresh, run / "checkpoint" / "model.safetensors")
-        torch.testing.assert_close(fresh.bridge(IDS), trained, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fresh.bridge(IDS), trained, rtol=0, atol=0)
         # The plain HF copy (weights written back from the splits) computes the same model.
         tol = _tol(name)
         torch.testing.assert_close(plain_hf_model(model)(IDS).logits, trained, rtol=tol, atol=tol * float(trained.abs().max()))
