@@ -99,8 +99,13 @@ def check_compatible(base, unlearned) -> None:
     """Raise one line unless two hooked models share architecture and tokenizer.
 
     Raises:
-        ModelError: Different module map, widths, layer or head counts, or tokenizer vocabulary.
+        ModelError: Different architecture (HF ``model_type``), module map, widths, layer or head
+            counts, or tokenizer vocabulary.
     """
+    ta, tb = base.hf_model.config.model_type, unlearned.hf_model.config.model_type
+    if ta != tb:
+        raise ModelError(f"{unlearned.name}: architecture {tb} differs from the base model's {ta} ({base.name}); "
+                         "not an unlearned copy of it")
     a, b = base.arch, unlearned.arch
     for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp"):
         if getattr(a, name) != getattr(b, name):
