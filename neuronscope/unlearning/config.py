@@ -65,6 +65,12 @@ class UnlearningConfig:
         ssiuu_granularity: ``"row"`` (neuron = output row; I− = rows with negative summed
             attribution) or ``"element"`` (every weight its own neuron).
         ssiuu_target: ``"prob"`` (P(y|x), paper) or ``"logprob"`` (log P(y|x)).
+        ssiuu_anchor: What ``A_{θ^{t−1}}`` of Eq. 3 is (SPEC §9): ``"batch"`` — the attribution
+            cached for the same forget batch at its previous visit (first visit = GD step);
+            ``"previous_step"`` — the attribution stored at the previous step, whatever batch
+            that was (the paper's Algorithm 1, v2; active from step 2); ``"initial"`` — the
+            base model's attribution of the same batch (paper §1: negative attributions held
+            "at their original levels"), computed once before the first update.
         ssiuu_modules: Module types whose weights enter the regulariser.
         ssiuu_cache_dtype: dtype of the cached A_θ^{t−1} (None = the weights' dtype;
             ``"bfloat16"`` halves the memory of large models).
@@ -97,6 +103,7 @@ class UnlearningConfig:
     ssiuu_grad: str = "exact"
     ssiuu_granularity: str = "row"
     ssiuu_target: str = "prob"
+    ssiuu_anchor: str = "batch"
     ssiuu_modules: tuple[str, ...] = SSIUU_MODULES
     ssiuu_cache_dtype: str | None = None
     beta: float = 0.1
@@ -165,6 +172,7 @@ class UnlearningConfig:
         choice("ssiuu_grad", ("exact", "first_order"))
         choice("ssiuu_granularity", ("row", "element"))
         choice("ssiuu_target", ("prob", "logprob"))
+        choice("ssiuu_anchor", ("batch", "previous_step", "initial"))
         choice("ssiuu_cache_dtype", (None, "float32", "float64", "bfloat16", "float16"))
         for t in self.ssiuu_modules:
             if t not in SSIUU_MODULES:
