@@ -323,6 +323,7 @@ class SSIUU(GD):
         self._pending: tuple[Any, list[Tensor]] | None = None
         self._fo: dict[str, Any] | None = None
         self._exact: dict[str, Any] | None = None
+        self._fresh = False  # "initial": no optimiser step taken yet (the parameters are the base model's)
 
     @property
     def anchor(self) -> str:
@@ -333,6 +334,7 @@ class SSIUU(GD):
             self.load_state_dict(state)
             return
         if self.anchor == "initial" and self.config.lam > 0:
+            self._fresh = True
             weights = attributed_weights(model, self.config.ssiuu_modules)
             for key, items in forget_batches.items():
                 self.cache[key] = self._to_cache(batch_attribution(model, items, weights, self.config.ssiuu_target))
@@ -340,6 +342,16 @@ class SSIUU(GD):
     def _slot(self, key) -> Any:
         """Cache key of the anchor used at a step on batch ``key`` (None: no anchor)."""
         return PREVIOUS if self.anchor == "previous_step" else key
+
+    def _anchor_of(self, slot) -> list[Tensor] | None:
+        """A_{θ^{t−1}} for this step. At the very first step of an ``"initial"`` run the
+        parameters are the base model's, so the anchor is replaced by this step's own
+        attribution (same value, same arithmetic: the penalty and its gradient are exactly 0
+        instead of the float rounding between two computations of one attribution, whose
+        ‖·‖₂ would have a unit-size gradient in an arbitrary direction)."""
+        if slot is None or (self.anchor == "initial" and self._fresh):
+            return None
+        return self.cache.get(slot)
 
     def loss(self, model, forget, retain, key):
         cfg = self.config
@@ -369,7 +381,7 @@ class SSIUU(GD):
             logp = lp.seq
             objective = logp.exp().sum() if cfg.ssiuu_target == "prob" else logp.sum()
             weights = attributed_weights(model, cfg.ssiuu_modules)
-            prev = self.cache.get(slot) if slot is not None else None
+            prev = self._anchor_of(slot)
             pen, cur, n_sel = ssiuu_regulariser(
                 objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
             )
@@ -425,7 +437,7 @@ class SSIUU(GD):
         if any(g is None for g in grads):
             raise RuntimeError("ssiuu: the backward pass did not reach every attributed linear")
         weights, slot = fo["weights"], fo["slot"]
-        prev = self.cache.get(slot) if slot is not None else None
+        prev = self._anchor_of(slot)
         if prev is None:  # no anchor yet: A_prev := A_θ^t, penalty and gradient 0
             cur = [w.detach() * g for w, g in zip(weights, grads)]
             value, n_sel = 0.0, sum(int(negative_set(a, cfg.ssiuu_granularity).sum()) for a in cur)
@@ -441,8 +453,9 @@ class SSIUU(GD):
 
     def after_step(self, key):
         pending, self._pending = self._pending, None
-        if pending is None or pending[0] is None or self.anchor == "initial":
-            return  # the "initial" anchor is fixed at the base model's attribution
+        fresh, self._fresh = self._fresh, False
+        if pending is None or pending[0] is None or (self.anchor == "initial" and not fresh):
+            return  # the "initial" anchor stays the base model's attribution
         self.cache[pending[0]] = pending[1]
 
     def state_dict(self):
