@@ -140,7 +140,9 @@ def cmd_share(args) -> None:
         for target in args.targets:
             for grad in args.grads:
                 name = _reading(anchor, target, grad)
-                if name in results:
+                if name in results and results[name]["steps"] and len(results[name]["steps"]) >= (
+                    args.steps_batch if anchor == "batch" else args.steps
+                ):
                     continue
                 n_steps = args.steps_batch if anchor == "batch" else args.steps
                 cfg = UnlearningConfig(method="ssiuu", lr=args.lr, lam=args.lam, batch_size=8, seed=0,
@@ -156,26 +158,31 @@ def cmd_share(args) -> None:
                 opt = _optimizer(list(m.hf_model.parameters()), cfg)
                 torch.manual_seed(0)
                 order = [k for e in range(8) for k, _ in plan.epoch_batches(e, lambda x: x)][:n_steps]
-                steps = []
+                steps, cos = [], None
                 for s, key in enumerate(order):
-                    if grad == "exact" and s == n_steps - 1:
+                    if grad == "exact" and s == n_steps - 1 and args.cosine:
                         cos = _cosine_exact_vs_first_order(m, method, plan.batches[key], key)
                     lv, terms = train_step(m, method, opt, plan.batches[key], plan.retain_batch(s), key)
                     steps.append({"step": s + 1, "key": key, "loss": lv, **terms})
+                    results[name] = _share_record(anchor, target, grad, args, steps, t0, cos)
+                    write_json_atomic(path, results)  # after every step: a killed run keeps what it measured
                     _log(f"{name} step {s + 1}: share {terms['grad_share']:.3g} pen {terms['ssiuu_penalty']:.3g} |I-| {terms['ssiuu_negative']}")
-                active = [r["grad_share"] for r in steps if r["ssiuu_penalty"] > 0]
-                mean = statistics.fmean(active) if active else 0.0
-                results[name] = {
-                    "anchor": anchor, "target": target, "grad": grad, "lam": args.lam, "lr": args.lr,
-                    "mean_share": mean, "min_share": min(active, default=0.0), "max_share": max(active, default=0.0),
-                    "n_active": len(active), "first_active_step": next((r["step"] for r in steps if r["ssiuu_penalty"] > 0), None),
-                    "lam_for_1pct": (0.01 * args.lam / mean) if mean > 0 else math.inf,
-                    "seconds": time.perf_counter() - t0, "steps": steps,
-                    **({"exact_vs_first_order": cos} if grad == "exact" else {}),
-                }
-                write_json_atomic(path, results)
                 del m, method, opt
     print_share(results)
+
+
+def _share_record(anchor, target, grad, args, steps, t0, cos) -> dict:
+    active = [r["grad_share"] for r in steps if r["ssiuu_penalty"] > 0]
+    mean = statistics.fmean(active) if active else 0.0
+    return {
+        "anchor": anchor, "target": target, "grad": grad, "lam": args.lam, "lr": args.lr,
+        "mean_share": mean, "min_share": min(active, default=0.0), "max_share": max(active, default=0.0),
+        "n_active": len(active),
+        "first_active_step": next((r["step"] for r in steps if r["ssiuu_penalty"] > 0), None),
+        "lam_for_1pct": (0.01 * args.lam / mean) if mean > 0 else math.inf,
+        "seconds": time.perf_counter() - t0, "steps": steps,
+        **({"exact_vs_first_order": cos} if cos else {}),
+    }
 
 
 def print_share(results: dict) -> None:
@@ -214,7 +221,7 @@ def cmd_sweep(args) -> None:
         if k in results:
             continue
         t0 = time.perf_counter()
-        cfg = UnlearningConfig(method=args.method, lr=args.lr, lam=lam, batch_size=8, seed=0, max_epochs=12,
+        cfg = UnlearningConfig(method=args.method, lr=args.lr, lam=lam, batch_size=8, seed=0, max_epochs=args.max_epochs,
                                ssiuu_anchor=args.anchor, ssiuu_target=args.target, ssiuu_grad=args.grad)
         m = clone_model(base)
         eval_fn = (lambda mm: _evaluate(mm, splits.forget, args.protocol).accuracy) if args.protocol else None
@@ -264,6 +271,7 @@ def main(argv=None) -> None:
     sh.add_argument("--lam", type=float, default=1e-3)
     sh.add_argument("--steps", type=int, default=4, help="steps per reading (previous_step, initial)")
     sh.add_argument("--steps-batch", type=int, default=6, help="steps for the batch anchor (active from the 2nd visit)")
+    sh.add_argument("--cosine", action="store_true", help="exact readings: compare exact and first-order ∇R at the last step")
     sh.add_argument("--anchors", nargs="+", default=list(ANCHORS), choices=ANCHORS)
     sh.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     sh.add_argument("--grads", nargs="+", default=list(GRADS), choices=GRADS)
@@ -273,6 +281,7 @@ def main(argv=None) -> None:
     sw.add_argument("--grad", default="first_order", choices=GRADS)
     sw.add_argument("--method", default="ssiuu")
     sw.add_argument("--lams", nargs="+", type=float, default=list(LAMS))
+    sw.add_argument("--max-epochs", type=int, default=12, help="unlearning budget (early stop at FS ≤ 0.33)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

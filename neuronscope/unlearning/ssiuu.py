@@ -19,20 +19,39 @@ Decisions (each is a :class:`~neuronscope.unlearning.UnlearningConfig` option):
   the batch attribution ``A = θ ⊙ ∂(Σ_{(x,y)∈B} P(y|x))/∂θ`` — the sum of the per-example
   attributions (attribution is linear in the gradient), so one backward pass serves the whole
   batch. With ``batch_size ≥ |C_f|`` this is Eq. 3 with the sum over C_f taken inside the norm.
-* **A_{θ^{t−1}}** = the attribution computed on the **same** forget batch at the parameters
-  the previous time that batch was used, i.e. before that optimiser step (the forget set is
-  split into a fixed partition of batches; only their order is shuffled per epoch). It is
-  cached per batch, detached (no gradient flows through it, paper §5), and never recomputed
-  at θ^t, where the difference would be zero. With a single forget batch it is exactly the
-  attribution at the previous optimiser step's parameters θ^{t−1}. At the first visit of a
-  batch there is no previous attribution: A_prev := A_θ^t (detached), so the penalty and its
-  gradient are 0 (we take the zero subgradient of ‖·‖ at 0) and the step is a GD step.
+* **A_{θ^{t−1}}** (``ssiuu_anchor``, SPEC §9 "Anchor of A_{θ^{t−1}}"), always detached (no
+  gradient flows through it, paper §5) and never recomputed at θ^t, where the difference would
+  be zero:
+
+  - ``"batch"``: the attribution computed on the **same** forget batch at the parameters the
+    previous time that batch was used (the forget set is split into a fixed partition of
+    batches; only their order is shuffled per epoch), cached per batch. At the first visit of a
+    batch there is no previous attribution: A_prev := A_θ^t, so the penalty and its gradient
+    are 0 (the zero subgradient of ‖·‖ at 0) and the step is a GD step; with k forget batches
+    the regulariser is active from step k + 1.
+  - ``"previous_step"``: the paper's Algorithm 1 (v2): one slot holding the attribution stored
+    at the previous iteration, compared with the current batch's, whatever batch that was;
+    active from step 2.
+  - ``"initial"``: the base model's attribution of the same batch (paper §1: negative
+    attributions held "at their original levels"), computed for every forget batch in
+    :meth:`SSIUU.setup` before the first update and never replaced; active from step 2 (at
+    step 1 the parameters are the base model's, and the step's own attribution is used, so
+    the penalty is exactly 0).
+
+  With a single forget batch ``"batch"`` and ``"previous_step"`` coincide.
+* **Gradient share** recorded per step in the training history: ``gd_grad_norm`` = ‖∇L_GD‖
+  over all trainable parameters, ``ssiuu_reg_grad_norm`` = ‖λ∇R‖, ``grad_share`` = their ratio,
+  ``ssiuu_penalty`` = R (attribution units) and ``ssiuu_negative`` = |I−|.
 * **Gradient through A_θ^t**: ``"exact"`` differentiates θ ⊙ g(θ) completely (double
   backward: ``∂/∂θ = (r ⊙ g) + H_P (r ⊙ θ)`` with ``r = −(A_prev − A_cur)/‖·‖`` on I−);
   ``"first_order"`` treats g as a constant (``∂/∂θ = r ⊙ g``), which needs no second-order
   graph — and no second backward pass either: g is collected during the GD backward by a
   :class:`WeightGradTap` (the forget rows' output cotangents of ΣP and of −NLL differ by a
   per-row factor, so one chain of input gradients serves both).
+  The two disagree on real models (cosine ≈ 0 on the tiny model) because the dropped term
+  ``H_P (r ⊙ θ)`` is 10²–10³× the kept ``r ⊙ g`` (θ entries are far larger than ∂P/∂θ
+  entries); tested: exact − first order equals that Hessian–vector product computed by an
+  independent double backward, so this is inherent to the approximation, not a bug.
 
 Cost per step (``benchmarks/unlearning.py``: SmolLM2-135M, 8 forget + 8 retain pairs, one
 thread, AdamW, median of 3 interleaved rounds on a shared 2-core machine): GD 10.5 s CPU;
