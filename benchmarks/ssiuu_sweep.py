@@ -198,49 +198,60 @@ def print_share(results: dict) -> None:
 
 
 def cmd_sweep(args) -> None:
+    """Fig. 7a for one reading through :func:`neuronscope.unlearning.lambda_sweep` (one λ per call,
+    so finished λ are reused), with the mean grad share and the harmful attacks as extra columns."""
     from neuronscope.attacks import harmful_attack
-    from neuronscope.errors import write_json_atomic
+    from neuronscope.errors import ConfigError, write_json_atomic
     from neuronscope.models import clone_model, load_model
-    from neuronscope.unlearning import UnlearningConfig, unlearn
+    from neuronscope.unlearning import UnlearningConfig
+    from neuronscope.unlearning.search import lambda_sweep
 
+    if args.protocol:
+        raise SystemExit("--protocol: lambda_sweep scores with MCQA in this checkout")
     out = Path(args.out)
     name = _reading(args.anchor, args.target, args.grad)
-    path = out / f"sweep_{name}{'.' + args.protocol if args.protocol else ''}.json"
+    path = out / f"sweep_{name}.json"
     results = _read(path)
     base = load_model(args.model, seed=0)
-    splits, known = demo_splits(base, out, args.protocol)
+    splits, known = demo_splits(base, out, None)
     test = splits.test[:60]
-    _log(f"forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(test)}; protocol {args.protocol or 'mcqa (default)'}")
+    _log(f"forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(test)}")
     if "base" not in results:
-        results["base"] = {"FS": _evaluate(base, splits.forget, args.protocol).accuracy,
-                           "RS": _evaluate(base, splits.retain, args.protocol).accuracy,
-                           "test": _evaluate(base, test, args.protocol).accuracy}
+        results["base"] = {"FS": _evaluate(base, splits.forget, None).accuracy,
+                           "RS": _evaluate(base, splits.retain, None).accuracy,
+                           "test": _evaluate(base, test, None).accuracy}
         write_json_atomic(path, results)
+    cfg = UnlearningConfig(method="ssiuu", lr=args.lr, batch_size=8, seed=0, max_epochs=args.max_epochs,
+                           ssiuu_anchor=args.anchor, ssiuu_target=args.target, ssiuu_grad=args.grad)
+
+    def extra(m, res):
+        shares = [h["grad_share"] for h in res.history if h.get("ssiuu_penalty", 0) > 0]
+        row = {"mean_share": statistics.fmean(shares) if shares else 0.0}
+        for p in (0.1, 0.3):
+            try:
+                a = harmful_attack(m, splits.forget, p=p, lrs=(1e-5,), seeds=(0,), epochs=3, batch_size=8, progress=False)
+                row[f"attack_p{p}"] = a.score
+            except ConfigError as exc:  # e.g. too few forget items answered wrongly for this p
+                row[f"attack_p{p}"] = None
+                row[f"attack_p{p}_error"] = str(exc)
+        return row
+
     for lam in args.lams:
         k = f"{lam:g}"
         if k in results:
             continue
         t0 = time.perf_counter()
-        cfg = UnlearningConfig(method=args.method, lr=args.lr, lam=lam, batch_size=8, seed=0, max_epochs=args.max_epochs,
-                               ssiuu_anchor=args.anchor, ssiuu_target=args.target, ssiuu_grad=args.grad)
-        m = clone_model(base)
-        eval_fn = (lambda mm: _evaluate(mm, splits.forget, args.protocol).accuracy) if args.protocol else None
-        r = unlearn(m, splits.forget, splits.retain, cfg, progress=False, eval_fn=eval_fn)
-        shares = [h["grad_share"] for h in r.history if h.get("ssiuu_penalty", 0) > 0]
-        rec = {"reached": r.reached, "steps": r.steps, "FS": r.forget_score,
-               "mean_share": statistics.fmean(shares) if shares else 0.0,
-               "RS": _evaluate(m, splits.retain, args.protocol).accuracy,
-               "test": _evaluate(m, test, args.protocol).accuracy}
-        for p in (0.1, 0.3):
-            kw = {"evaluate_fn": (lambda mm, items: _evaluate(mm, items, args.protocol))} if args.protocol else {}
-            a = harmful_attack(m, splits.forget, p=p, lrs=(1e-5,), seeds=(0,), epochs=3, batch_size=8, progress=False, **kw)
-            rec[f"attack_p{p}"] = a.score if hasattr(a, "score") else statistics.fmean(a.per_seed().values())
-        rec["seconds"] = time.perf_counter() - t0
-        results[k] = rec
+        (row,) = lambda_sweep(lambda: clone_model(base), splits.forget, splits.retain, cfg, lams=[lam],
+                              test_items=test, extra_fn=extra, progress=False)
+        row["seconds"] = time.perf_counter() - t0
+        results[k] = row
         write_json_atomic(path, results)
-        _log(f"{name} λ={k}: {rec}")
-        del m
+        _log(f"{name} λ={k}: {row}")
     print_sweep(results, name)
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def print_sweep(results: dict, name: str) -> None:
@@ -253,8 +264,8 @@ def print_sweep(results: dict, name: str) -> None:
     for k, r in results.items():
         if k == "base":
             continue
-        print(f"| {k} | {r['steps']} | {r['reached']} | {r['mean_share']:.3g} | {r['FS']:.3f} | {r['RS']:.3f} | "
-              f"{r['test']:.3f} | {r['attack_p0.1']:.3f} | {r['attack_p0.3']:.3f} |")
+        print(f"| {k} | {r['steps']} | {r['reached']} | {r['mean_share']:.3g} | {r['FS']:.3f} | {r['RS_retain']:.3f} | "
+              f"{r['RS_test']:.3f} | {_f(r['attack_p0.1'])} | {_f(r['attack_p0.3'])} |")
 
 
 def main(argv=None) -> None:
@@ -279,7 +290,6 @@ def main(argv=None) -> None:
     sw.add_argument("--anchor", default="initial", choices=ANCHORS)
     sw.add_argument("--target", default="logprob", choices=TARGETS)
     sw.add_argument("--grad", default="first_order", choices=GRADS)
-    sw.add_argument("--method", default="ssiuu")
     sw.add_argument("--lams", nargs="+", type=float, default=list(LAMS))
     sw.add_argument("--max-epochs", type=int, default=12, help="unlearning budget (early stop at FS ≤ 0.33)")
     args = ap.parse_args(argv)
