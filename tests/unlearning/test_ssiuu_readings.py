@@ -195,3 +195,33 @@ def test_exact_minus_first_order_is_the_hessian_term(tiny, forget):
     ex = torch.cat([x.flatten() for x in exact])
     assert he.norm() > 3 * fo.norm()  # the Hessian term dominates
     assert float(torch.dot(ex, fo) / (ex.norm() * fo.norm())) < 0.5
+
+
+# ----------------------------------------------------------------------------- history summary
+
+
+def test_grad_share_summary_of_a_history():
+    from neuronscope.unlearning.trainer import grad_share
+
+    hist = [
+        {"step": 0, "forget_score": 1.0},
+        {"step": 1, "grad_share": 0.0, "ssiuu_penalty": 0.0},  # GD step (no anchor yet): not counted
+        {"step": 2, "grad_share": 0.02, "ssiuu_penalty": 1.5},
+        {"step": 3, "grad_share": 0.05, "ssiuu_penalty": 2.5},
+    ]
+    assert grad_share(hist) == pytest.approx({"mean": 0.035, "min": 0.02, "max": 0.05, "n_steps": 2})
+    assert grad_share([{"step": 1, "loss": 1.0}]) is None
+
+
+def test_unlearn_records_grad_share_from_step_two_with_previous_step_anchor(tiny, forget, retain):
+    from neuronscope.unlearning import unlearn
+    from neuronscope.unlearning.trainer import grad_share
+
+    cfg = UnlearningConfig(method="ssiuu", lr=1e-3, lam=0.1, ssiuu_target="logprob", ssiuu_anchor="previous_step",
+                           ssiuu_grad="first_order", batch_size=2, max_steps=3, threshold=-1.0)
+    res = unlearn(tiny, forget, retain, cfg, progress=False)  # 3 forget batches: each step a new batch
+    steps = [h for h in res.history if h["step"] > 0]
+    assert [h["ssiuu_penalty"] > 0 for h in steps] == [False, True, True]
+    for h in steps:
+        assert h["grad_share"] == pytest.approx(h["ssiuu_reg_grad_norm"] / h["gd_grad_norm"], rel=1e-12)
+    assert grad_share(res.history)["n_steps"] == 2
