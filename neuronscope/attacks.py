@@ -81,6 +81,8 @@ class AttackConfig:
         metric: ``"accuracy"`` (MCQA FS, FaithUn) or ``"rouge"`` (ROUGE-L recall, TOFU).
         eval_mode: MCQA scoring, ``"likelihood"`` (default) or ``"generate"``.
         option_seed: Option order of the MCQA prompts.
+        protocol: Knowledge protocol of FS (SPEC §10): ``"mcqa"`` (paper Table 3, default) or
+            ``"cloze"`` (the question alone, options scored as the answer).
         pool: Harmful attack pool: ``"wrong"`` (forget items the unlearned model answers
             wrongly; paper, FaithUn) or ``"all"`` (every forget item; default for ROUGE).
     """
@@ -98,6 +100,7 @@ class AttackConfig:
     eval_mode: Literal["likelihood", "generate"] = "likelihood"
     option_seed: int = 0
     pool: Literal["wrong", "all"] | None = None
+    protocol: Literal["mcqa", "cloze"] = "mcqa"
 
     def __post_init__(self) -> None:
         if self.kind not in ("harmful", "benign"):
@@ -147,6 +150,8 @@ class AttackConfig:
             raise ConfigError(f"metric: expected 'accuracy' or 'rouge', got {self.metric!r}")
         if self.eval_mode not in ("likelihood", "generate"):
             raise ConfigError(f"eval_mode: expected 'likelihood' or 'generate', got {self.eval_mode!r}")
+        if self.protocol not in ("mcqa", "cloze"):
+            raise ConfigError(f"protocol: expected 'mcqa' or 'cloze', got {self.protocol!r}")
         if self.pool not in ("wrong", "all"):
             raise ConfigError(f"pool: expected 'wrong' or 'all', got {self.pool!r}")
         if self.pool == "wrong" and self.metric != "accuracy":
@@ -363,7 +368,8 @@ def attack_pool(forget_items: Sequence, wrong_ids: set[str] | Sequence[str]) -> 
 
     Args:
         forget_items: The forget set.
-        wrong_ids: Ids answered wrongly (``mcqa_evaluate(unlearned, forget).wrong_ids()``).
+        wrong_ids: Ids answered wrongly
+            (``knowledge_evaluate(unlearned, forget, protocol=...).wrong_ids()``).
     """
     wrong = set(wrong_ids)
     return [it for it in forget_items if it.id in wrong]
@@ -430,10 +436,11 @@ def _default_evaluate(config: AttackConfig) -> EvaluateFn:
         from neuronscope.tofu import rouge_evaluate
 
         return lambda model, items: rouge_evaluate(model, items, desc="attack FS")
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
 
-    return lambda model, items: mcqa_evaluate(
-        model, items, mode=config.eval_mode, option_seed=config.option_seed, desc="attack FS"
+    return lambda model, items: knowledge_evaluate(
+        model, items, protocol=config.protocol, mode=config.eval_mode, option_seed=config.option_seed,
+        desc="attack FS",
     )
 
 

@@ -226,6 +226,8 @@ def unlearn(
     split_seed: int = typer.Option(0, help="Seed of the forget/retain/test split."),
     known_only: bool = typer.Option(False, help="Forget set only from facts the base model answers correctly."),
     known_candidates: Optional[int] = typer.Option(None, help="With --known-only: score only this many sampled facts."),
+    known_delta: Optional[float] = typer.Option(None, help="With --known-only: known-fact margin δ in nats (default: neuronscope.evaluation.DEFAULT_DELTA)."),
+    protocol: Optional[str] = typer.Option(None, help="Knowledge protocol of FS/RS and early stopping: mcqa (paper Table 3, default) or cloze (question alone)."),
     splits: Optional[Path] = typer.Option(None, help="Reuse the splits.json of an earlier run (same split for every method)."),
     eval_splits: str = typer.Option("forget,retain,test", help="Splits scored after unlearning (FS, RS)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints in OUT."),
@@ -237,10 +239,10 @@ def unlearn(
     from neuronscope.unlearning.run import resolve_config, run_unlearning
 
     overrides = dict(lam=lam, max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, threshold=threshold,
-                     seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad)
+                     seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad, protocol=protocol)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
-                       split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, splits_file=splits,
+                       split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, known_delta=known_delta, splits_file=splits,
                        resume=resume, overwrite=overwrite,
                        dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
                        eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
@@ -266,6 +268,7 @@ def attack(
     split_seed: int = typer.Option(0, help="Split seed (with a split name)."),
     n_alpaca: int = typer.Option(1000, help="Benign attack: number of Alpaca-format items."),
     alpaca: Optional[str] = typer.Option(None, help="Benign attack: Alpaca-format file or hub name (default: shipped set)."),
+    protocol: str = typer.Option("mcqa", help="Knowledge protocol of FS: mcqa (paper Table 3) or cloze (question alone)."),
 ) -> None:
     """Harmful or benign relearning attack (paper §6.2.2): max FS during retraining, mean over seeds."""
     from neuronscope.attacks import AttackConfig, run_attack
@@ -276,14 +279,14 @@ def attack(
     every = None if eval_every is None else ("epoch" if eval_every == "epoch" else _int_option("eval-every", eval_every))
     cfg = AttackConfig(
         kind=kind, p=p, lrs=tuple(lr) if lr else None, seeds=seeds, epochs=epochs, batch_size=batch_size,
-        eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca,
+        eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca, protocol=protocol,
     )
     m = load_model(model)
     res = run_attack(m, forget, cfg, run_dir=out, progress=True)
     write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
     for lr_, v in res.per_lr().items():
         typer.echo(f"lr {lr_:g}: max FS during retraining {100 * v:.2f}% (mean over {len(cfg.seeds)} seeds)")
-    typer.echo(f"{cfg.label} attack score: {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
+    typer.echo(f"{cfg.label} attack score ({cfg.protocol}): {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
     typer.echo(f"wrote {out / 'attack.json'}, {out / 'attack.html'}")
 
 

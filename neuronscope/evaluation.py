@@ -1,9 +1,20 @@
-"""MCQA evaluation of FaithUn-format items: FS, RS and US (paper §6.2.1, App. B.1 Table 3).
+"""Knowledge evaluation of FaithUn-format items: FS, RS and US (paper §6.2.1, App. B.1 Table 3; SPEC §10).
 
-Each question is shown in the Table 3 template inside the model's chat template with its three
-options in a fixed seeded order. The prediction is the option with the highest answer
-likelihood ``log P(option | prompt)`` (default, SPEC §10), or the option exactly matched by the
-greedy generation (the paper's protocol). Accuracy is the fraction predicted correctly.
+Two knowledge protocols (SPEC §10), recorded in every result:
+
+* ``"mcqa"`` — the paper's Table 3 template: the question and its three options (in a fixed
+  seeded order) inside the model's chat template. The paper's protocol, for instruction-tuned
+  3B models; the default, for backward compatibility.
+* ``"cloze"`` — the question alone in the chat template (the same prompt the unlearning
+  losses train on, :func:`neuronscope.prompts.encode_qa`); each option is scored as the
+  answer. Chance is still 1/3.
+
+The prediction is the option with the highest answer likelihood ``log P(option | prompt)``
+(sum over the option's tokens, nats; default, SPEC §10), or the option exactly matched by the
+greedy generation (the paper's scoring). Accuracy is the fraction predicted correctly. In
+likelihood mode every result carries each option's log-likelihood and the *margin*
+``log P(gold) − max_wrong log P(wrong)`` (nats), from which :func:`known_facts` selects the facts
+the model knows (correct with a margin ≥ δ; for ``mcqa`` under every option order).
 
 * FS — forget-set accuracy (lower is better; unlearning stops at ≤ 0.33, chance for 3 options).
 * RS — accuracy on the retain and test sets (higher is better).
@@ -15,28 +26,38 @@ take effect.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from neuronscope.errors import NeuronscopeError
 from neuronscope.models import HookedModel
-from neuronscope.prompts import mcqa_prompt, sequence_logprob
+from neuronscope.prompts import PROTOCOLS, knowledge_prompt, sequence_logprob
+
+#: Default known-fact margin δ (nats) of :func:`known_facts`; chosen by measurement on the
+#: embedded SmolLM2-135M-Instruct (see :func:`known_facts` and ``benchmarks/protocols.py``).
+DEFAULT_DELTA: float = 1.0
 
 
 @dataclass
 class MCQAResult:
-    """Per-item MCQA outcome.
+    """Per-item outcome of a knowledge evaluation (either protocol).
 
     Attributes:
         accuracy: Fraction of items answered correctly, in [0, 1].
         correct: Per-item correctness, in input order.
         predictions: Predicted option text per item ("" when a generation matched none).
         ids: Item ids.
-        option_logprobs: Per-item list of log P(option | prompt) in nats (likelihood mode).
+        option_logprobs: Per-item list of log P(option | prompt) in nats, in the order of
+            ``options`` (likelihood mode; empty in generate mode).
+        protocol: ``"mcqa"`` or ``"cloze"``.
+        options: Per-item option texts in the scored (and, for ``mcqa``, shown) order.
+        margins: Per-item ``log P(gold) − max log P(wrong option)`` in nats (> 0 ⇔ the gold
+            option ranks first; likelihood mode; empty in generate mode).
     """
 
     accuracy: float
@@ -44,6 +65,9 @@ class MCQAResult:
     predictions: list[str]
     ids: list[str]
     option_logprobs: list[list[float]] = field(default_factory=list)
+    protocol: str = "mcqa"
+    options: list[list[str]] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
 
     def correct_ids(self) -> set[str]:
         return {i for i, c in zip(self.ids, self.correct) if c}
@@ -51,12 +75,126 @@ class MCQAResult:
     def wrong_ids(self) -> set[str]:
         return {i for i, c in zip(self.ids, self.correct) if not c}
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field."""
+        return asdict(self)
+
+
+#: The result of :func:`knowledge_evaluate` (same class; the old name is kept).
+KnowledgeResult = MCQAResult
+
 
 def _normalise(text: str) -> str:
     return re.sub(r"[^\w\s]", "", text).strip().lower()
 
 
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise NeuronscopeError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
+def option_margin(scores: Sequence[float], gold: int) -> float:
+    """``scores[gold] − max(scores[j] for j ≠ gold)`` in nats (+inf with a single option).
+
+    Raises:
+        NeuronscopeError: ``gold`` is not an index of ``scores``.
+    """
+    if not 0 <= gold < len(scores):
+        raise NeuronscopeError(f"option_margin: gold index {gold} outside {len(scores)} options")
+    wrong = [s for j, s in enumerate(scores) if j != gold]
+    return float(scores[gold] - max(wrong)) if wrong else math.inf
+
+
 @torch.no_grad()
+def knowledge_evaluate(
+    model: HookedModel,
+    items: Sequence,
+    *,
+    protocol: Literal["mcqa", "cloze"] = "mcqa",
+    mode: Literal["likelihood", "generate"] = "likelihood",
+    batch_size: int = 24,
+    option_seed: int = 0,
+    options: Sequence[Sequence[str]] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> MCQAResult:
+    """Accuracy of ``model`` on FaithUn-format ``items`` under a knowledge protocol (SPEC §10).
+
+    ``mcqa`` is paper App. B.1 Table 3 (options in the prompt); ``cloze`` asks the question
+    alone and scores each option as the answer. In likelihood mode the prediction is
+    ``argmax_j log P(option_j | prompt)`` with ``log P(o | x) = Σ_k log softmax(logits)[o_k]``
+    over the option's tokens (nats, not length-normalised), computed by
+    :func:`packed_option_logprobs`; ties go to the earlier option.
+
+    Args:
+        model: The hooked model.
+        items: Objects with ``id``, ``question``, ``answer`` and ``options(seed)``.
+        protocol: ``"mcqa"`` (default) or ``"cloze"``.
+        mode: ``"likelihood"`` (argmax of log P(option | prompt), default) or ``"generate"``
+            (greedy decoding, normalised exact match — or prefix match — against the options).
+        batch_size: Sequences per forward pass (likelihood mode; one packed row holds the 3
+            options of a question).
+        option_seed: Seed of the option order (``item.options(option_seed)``).
+        options: Explicit option order per item (overrides ``option_seed``; each must contain
+            the item's answer), e.g. the rotations of :func:`known_facts`.
+        progress: Show a progress bar.
+        desc: Progress-bar label (default: the protocol's name).
+
+    Returns:
+        :class:`MCQAResult` (alias :data:`KnowledgeResult`) with ``protocol`` set, the option
+        log-likelihoods and margins (likelihood mode).
+
+    Raises:
+        NeuronscopeError: ``items`` is empty; ``protocol`` or ``mode`` is unknown; ``options``
+            has the wrong length or lacks an item's answer; an option tokenises to nothing.
+    """
+    desc = desc or protocol.upper()
+    if len(items) == 0:
+        raise NeuronscopeError(f"{desc}: no items to evaluate (empty split)")
+    _check_protocol(protocol)
+    if mode not in ("likelihood", "generate"):
+        raise NeuronscopeError(f"mode: expected 'likelihood' or 'generate', got {mode!r}")
+    if options is None:
+        options_per_item = [list(it.options(option_seed)) for it in items]
+    else:
+        if len(options) != len(items):
+            raise NeuronscopeError(f"options: {len(options)} option lists for {len(items)} items")
+        options_per_item = [list(o) for o in options]
+        for it, o in zip(items, options_per_item):
+            if it.answer not in o:
+                raise NeuronscopeError(f"options: item '{it.id}' lacks its answer {it.answer!r}")
+    tok = model.tokenizer
+    was_training = model.bridge.training
+    model.bridge.eval()
+    try:
+        prompts = [knowledge_prompt(tok, protocol, it.question, o) for it, o in zip(items, options_per_item)]
+        if mode == "generate":
+            return _generate_eval(model, items, prompts, options_per_item, protocol, progress, desc)
+        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        option_ids = [[tok(x, add_special_tokens=False)["input_ids"] for x in o] for o in options_per_item]
+        all_scores: list[list[float]] = [[] for _ in items]
+        # Rows of similar length together (less padding); each row packs one question.
+        order = sorted(range(len(items)), key=lambda i: len(prompt_ids[i]) + sum(map(len, option_ids[i])))
+        rows_per_batch = max(1, batch_size // 3)
+        for s in tqdm(range(0, len(order), rows_per_batch), desc=desc, disable=not progress, leave=False):
+            idx = order[s : s + rows_per_batch]
+            scores = packed_option_logprobs(model, [prompt_ids[i] for i in idx], [option_ids[i] for i in idx])
+            for i, sc in zip(idx, scores):
+                all_scores[i] = sc
+        correct, preds, margins = [], [], []
+        for it, opts, sc in zip(items, options_per_item, all_scores):
+            pred = opts[max(range(len(opts)), key=lambda i: sc[i])]
+            preds.append(pred)
+            correct.append(pred == it.answer)
+            margins.append(option_margin(sc, opts.index(it.answer)))
+        return MCQAResult(
+            sum(correct) / len(correct), correct, preds, [it.id for it in items], all_scores,
+            protocol, options_per_item, margins,
+        )
+    finally:
+        model.bridge.train(was_training)
+
+
 def mcqa_evaluate(
     model: HookedModel,
     items: Sequence,
@@ -67,13 +205,12 @@ def mcqa_evaluate(
     progress: bool = False,
     desc: str = "MCQA",
 ) -> MCQAResult:
-    """MCQA accuracy of ``model`` on FaithUn-format ``items`` (App. B.1, Table 3).
+    """MCQA accuracy (paper App. B.1, Table 3): :func:`knowledge_evaluate` with ``protocol="mcqa"``.
 
     Args:
         model: The hooked model.
         items: Objects with ``id``, ``question``, ``answer`` and ``options(seed)``.
-        mode: ``"likelihood"`` (argmax of log P(option | prompt), default) or ``"generate"``
-            (greedy decoding, normalised exact match against the options).
+        mode: ``"likelihood"`` (default) or ``"generate"``.
         batch_size: Sequences per forward pass (likelihood mode).
         option_seed: Seed of the option order shown in the prompt.
         progress: Show a progress bar.
@@ -85,38 +222,137 @@ def mcqa_evaluate(
     Raises:
         NeuronscopeError: ``items`` is empty or ``mode`` is unknown.
     """
+    return knowledge_evaluate(
+        model, items, protocol="mcqa", mode=mode, batch_size=batch_size, option_seed=option_seed,
+        progress=progress, desc=desc,
+    )
+
+
+def rotations(options: Sequence[str]) -> list[list[str]]:
+    """All cyclic rotations of ``options`` (each option once in every position for 3 options)."""
+    opts = list(options)
+    return [opts[k:] + opts[:k] for k in range(len(opts))]
+
+
+@dataclass
+class KnownFacts:
+    """Which facts a model knows under a protocol (:func:`known_facts`, SPEC §10).
+
+    Attributes:
+        protocol: ``"mcqa"`` or ``"cloze"``.
+        delta: The margin threshold δ in nats.
+        ids: Item ids, in input order.
+        margins: Per item, the worst margin ``log P(gold) − max log P(wrong)`` in nats over the
+            option orders scored (every cyclic rotation for ``mcqa``; the one order for
+            ``cloze``, whose prompt does not show the options).
+        correct_all_orders: Per item, correct under every option order scored (margin > 0).
+        known: Per item, ``correct_all_orders and margin ≥ delta``.
+        accuracy: Accuracy under the first order (``options(option_seed)``), in [0, 1].
+        n_orders: Option orders scored per item.
+        accuracy_by_order: Accuracy under each order scored (rotation k = the first order
+            rotated left by k), in [0, 1].
+    """
+
+    protocol: str
+    delta: float
+    ids: list[str]
+    margins: list[float]
+    correct_all_orders: list[bool]
+    known: list[bool]
+    accuracy: float
+    n_orders: int
+    accuracy_by_order: list[float] = field(default_factory=list)
+
+    def known_ids(self) -> set[str]:
+        return {i for i, k in zip(self.ids, self.known) if k}
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of items known, in [0, 1]."""
+        return sum(self.known) / len(self.known)
+
+    def fraction_at(self, delta: float) -> float:
+        """Fraction of items that would be known at margin threshold ``delta`` (nats)."""
+        return sum(_is_known(m, delta) for m in self.margins) / len(self.margins)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (infinite margins become ``None``)."""
+        d = asdict(self)
+        d["margins"] = [m if math.isfinite(m) else None for m in self.margins]
+        return d
+
+
+def _is_known(margin: float, delta: float) -> bool:
+    return margin > 0 and margin >= delta
+
+
+def known_facts(
+    model: HookedModel,
+    items: Sequence,
+    protocol: Literal["mcqa", "cloze"] = "mcqa",
+    delta: float = DEFAULT_DELTA,
+    *,
+    option_seed: int = 0,
+    batch_size: int = 24,
+    progress: bool = False,
+) -> KnownFacts:
+    """The facts ``model`` knows with a clear margin (SPEC §10; forget splits are drawn from them).
+
+    A fact is *known* when the gold option is ranked first with a log-likelihood margin
+    ``log P(gold | x) − max_wrong log P(wrong | x) ≥ δ`` (nats) and, for ``mcqa``, this holds
+    under every cyclic rotation of its options (each option shown once in every position), so
+    position bias alone cannot make a fact known. ``cloze`` does not show the options, so one
+    order is scored. Always likelihood mode.
+
+    Default δ (:data:`DEFAULT_DELTA` = 1 nat, gold ≥ e ≈ 2.7× as likely as any wrong option):
+    chosen by measurement on the embedded SmolLM2-135M-Instruct and its shipped questions
+    (``benchmarks/protocols.py``): it removes most near-ties (which a few unlearning steps or
+    re-sampling flip) while leaving enough known facts for the demo's 5 % forget split to be
+    drawn from them under ``cloze``.
+
+    Args:
+        model: The hooked model.
+        items: FaithUn-format items (``id``, ``question``, ``answer``, ``options(seed)``).
+        protocol: ``"mcqa"`` or ``"cloze"``.
+        delta: Margin threshold δ ≥ 0 in nats (0 = merely correct).
+        option_seed: Seed of the first option order (rotations start from it).
+        batch_size: Sequences per forward pass.
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`KnownFacts`.
+
+    Raises:
+        NeuronscopeError: Empty ``items``, unknown protocol, or δ negative / not finite.
+    """
+    _check_protocol(protocol)
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0:
+        raise NeuronscopeError(f"delta: the known-fact margin must be a finite number ≥ 0 (nats), got {delta!r}")
     if len(items) == 0:
-        raise NeuronscopeError(f"{desc}: no items to evaluate (empty split)")
-    if mode not in ("likelihood", "generate"):
-        raise NeuronscopeError(f"mode: expected 'likelihood' or 'generate', got {mode!r}")
-    tok = model.tokenizer
-    was_training = model.bridge.training
-    model.bridge.eval()
-    try:
-        if mode == "generate":
-            return _generate_eval(model, items, option_seed, progress, desc)
-        options_per_item = [it.options(option_seed) for it in items]
-        prompt_ids = [tok(mcqa_prompt(tok, it.question, o), add_special_tokens=False)["input_ids"]
-                      for it, o in zip(items, options_per_item)]
-        option_ids = [[tok(x, add_special_tokens=False)["input_ids"] for x in o] for o in options_per_item]
-        all_scores: list[list[float]] = [[] for _ in items]
-        # Rows of similar length together (less padding); each row packs one question.
-        order = sorted(range(len(items)), key=lambda i: len(prompt_ids[i]) + sum(map(len, option_ids[i])))
-        rows_per_batch = max(1, batch_size // 3)
-        for s in tqdm(range(0, len(order), rows_per_batch), desc=desc, disable=not progress, leave=False):
-            idx = order[s : s + rows_per_batch]
-            scores = packed_option_logprobs(model, [prompt_ids[i] for i in idx], [option_ids[i] for i in idx])
-            for i, sc in zip(idx, scores):
-                all_scores[i] = sc
-        correct, preds, lps = [], [], []
-        for it, opts, sc in zip(items, options_per_item, all_scores):
-            pred = opts[max(range(len(opts)), key=lambda i: sc[i])]
-            preds.append(pred)
-            correct.append(pred == it.answer)
-            lps.append(sc)
-        return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items], lps)
-    finally:
-        model.bridge.train(was_training)
+        raise NeuronscopeError("known facts: no items to evaluate (empty split)")
+    first = [list(it.options(option_seed)) for it in items]
+    if protocol == "mcqa":
+        n_orders = max(len(o) for o in first)
+        orders = [[rotations(o)[k % len(o)] for o in first] for k in range(n_orders)]
+    else:
+        n_orders, orders = 1, [first]
+    results = [
+        knowledge_evaluate(model, items, protocol=protocol, options=o, batch_size=batch_size, progress=progress,
+                           desc=f"known facts ({protocol}, order {k + 1}/{n_orders})")
+        for k, o in enumerate(orders)
+    ]
+    margins = [min(r.margins[i] for r in results) for i in range(len(items))]
+    return KnownFacts(
+        protocol=protocol,
+        delta=float(delta),
+        ids=[it.id for it in items],
+        margins=margins,
+        correct_all_orders=[m > 0 for m in margins],
+        known=[_is_known(m, delta) for m in margins],
+        accuracy=results[0].accuracy,
+        n_orders=n_orders,
+        accuracy_by_order=[r.accuracy for r in results],
+    )
 
 
 def packed_option_logprobs(
@@ -218,12 +454,11 @@ def answer_logprobs(model: HookedModel, batch) -> torch.Tensor:
     return torch.zeros(len(batch), dtype=tok.dtype, device=tok.device).index_add_(0, rows, tok)
 
 
-def _generate_eval(model: HookedModel, items, option_seed: int, progress: bool, desc: str) -> MCQAResult:
+def _generate_eval(model: HookedModel, items, prompts, options_per_item, protocol: str, progress: bool, desc: str) -> MCQAResult:
     tok = model.tokenizer
     correct, preds = [], []
-    for it in tqdm(items, desc=desc, disable=not progress, leave=False):
-        opts = it.options(option_seed)
-        enc = tok(mcqa_prompt(tok, it.question, opts), add_special_tokens=False, return_tensors="pt").to(model.device)
+    for it, prompt, opts in tqdm(list(zip(items, prompts, options_per_item)), desc=desc, disable=not progress, leave=False):
+        enc = tok(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
         out = model.hf_model.generate(
             **enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id
         )
@@ -232,7 +467,8 @@ def _generate_eval(model: HookedModel, items, option_seed: int, progress: bool, 
         pred = match[0] if match else ""
         preds.append(pred)
         correct.append(pred == it.answer)
-    return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items])
+    return MCQAResult(sum(correct) / len(correct), correct, preds, [it.id for it in items], protocol=protocol,
+                      options=[list(o) for o in options_per_item])
 
 
 def paraphrased(items: Sequence) -> list:
@@ -246,9 +482,18 @@ def evaluate_splits(
     *,
     names: Sequence[str] = ("forget", "retain", "test"),
     mode: Literal["likelihood", "generate"] = "likelihood",
+    protocol: Literal["mcqa", "cloze"] = "mcqa",
     progress: bool = False,
 ) -> dict[str, float]:
     """Accuracy on each named split of a ``FaithUnSplits`` (FS = ``forget``; RS = ``retain``/``test``).
+
+    Args:
+        model: The hooked model.
+        splits: A ``FaithUnSplits``.
+        names: Split names to score.
+        mode: ``"likelihood"`` or ``"generate"``.
+        protocol: Knowledge protocol, ``"mcqa"`` or ``"cloze"`` (SPEC §10).
+        progress: Progress bars.
 
     Returns:
         ``{split name: accuracy in [0, 1]}``; empty splits are skipped.
@@ -257,5 +502,7 @@ def evaluate_splits(
     for name in names:
         items = getattr(splits, name)
         if items:
-            out[name] = mcqa_evaluate(model, items, mode=mode, progress=progress, desc=f"eval {name}").accuracy
+            out[name] = knowledge_evaluate(
+                model, items, protocol=protocol, mode=mode, progress=progress, desc=f"eval {name}"
+            ).accuracy
     return out

@@ -1,4 +1,4 @@
-"""Prompt templates and teacher-forced batches (paper §2, App. B.1 Table 3).
+"""Prompt templates and teacher-forced batches (paper §2, App. B.1 Table 3; SPEC §10).
 
 A *QA pair* (x, y) becomes the chat-templated prompt x followed by the answer tokens y. The
 model input is ``x ⊕ y[:-1]`` and the targets are ``y`` (SPEC §5): position k of the input
@@ -22,6 +22,10 @@ MCQA_TEMPLATE = (
     "Question: {question}\nOptions: {options}\nYour Answer:"
 )
 
+#: Knowledge protocols (SPEC §10): ``mcqa`` = Table 3 with the options in the prompt (paper);
+#: ``cloze`` = the question alone, each option scored as the answer.
+PROTOCOLS: tuple[str, ...] = ("mcqa", "cloze")
+
 #: The refusal used as DPO's preferred answer (paper App. B.2).
 REFUSAL = "I can't answer the question."
 
@@ -41,6 +45,27 @@ def chat_prompt(tokenizer, user_text: str) -> str:
 def mcqa_prompt(tokenizer, question: str, options: Sequence[str]) -> str:
     """The Table 3 MCQA prompt (options comma-separated) inside the chat template."""
     return chat_prompt(tokenizer, MCQA_TEMPLATE.format(question=question, options=", ".join(options)))
+
+
+def cloze_prompt(tokenizer, question: str) -> str:
+    """The ``cloze`` protocol prompt: the question alone inside the chat template (SPEC §10).
+
+    The same prompt x the unlearning losses train on (:func:`encode_qa`).
+    """
+    return chat_prompt(tokenizer, question)
+
+
+def knowledge_prompt(tokenizer, protocol: str, question: str, options: Sequence[str]) -> str:
+    """The prompt of ``question`` under a knowledge protocol (``options`` are shown by ``mcqa`` only).
+
+    Raises:
+        ValueError: Unknown ``protocol``.
+    """
+    if protocol == "mcqa":
+        return mcqa_prompt(tokenizer, question, options)
+    if protocol == "cloze":
+        return cloze_prompt(tokenizer, question)
+    raise ValueError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
 
 
 @dataclass

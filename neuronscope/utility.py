@@ -1,8 +1,9 @@
 """Utility Score (US): general knowledge kept after unlearning (paper §6.2.1, SPEC §11).
 
-Default: MCQA accuracy (:func:`neuronscope.evaluation.mcqa_evaluate`, Table 3 template) on
-the small general-knowledge set shipped with the package (:func:`neuronscope.data.load_utility`)
-— no download, runs on a laptop CPU.
+Default: accuracy under a knowledge protocol (:func:`neuronscope.evaluation.knowledge_evaluate`;
+``mcqa`` = Table 3 template, the default, or ``cloze`` = the question alone, SPEC §10) on the
+small general-knowledge set shipped with the package (:func:`neuronscope.data.load_utility`) —
+no download, runs on a laptop CPU. The result records the protocol.
 
 Optional, for real models on a GPU: the paper's five benchmarks through ``lm-eval``
 (EleutherAI lm-evaluation-harness; ``pip install 'neuronscope[lm-eval]'``): MMLU, GSM8K,
@@ -50,12 +51,15 @@ class UtilityResult:
         per_task: ``{task: score}`` (``{"shipped": accuracy}`` for the default).
         source: ``"shipped"`` or ``"lm-eval"``.
         n_items: Instances evaluated per task.
+        protocol: Knowledge protocol of the shipped set (``"mcqa"`` or ``"cloze"``); None for
+            lm-eval (each task uses the harness' own protocol).
     """
 
     score: float
     per_task: dict[str, float] = field(default_factory=dict)
     source: str = "shipped"
     n_items: dict[str, int] = field(default_factory=dict)
+    protocol: str | None = "mcqa"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,18 +72,21 @@ def shipped_utility(
     mode: Literal["likelihood", "generate"] = "likelihood",
     option_seed: int = 0,
     progress: bool = False,
+    protocol: Literal["mcqa", "cloze"] = "mcqa",
 ) -> UtilityResult:
-    """MCQA accuracy on the shipped general-knowledge set (or on ``items``).
+    """Accuracy on the shipped general-knowledge set (or on ``items``) under ``protocol`` (SPEC §10).
 
     Raises:
-        NeuronscopeError: ``items`` is empty; the shipped file is unreadable.
+        NeuronscopeError: ``items`` is empty; unknown protocol; the shipped file is unreadable.
     """
     from neuronscope.data import load_utility
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
 
     items = load_utility() if items is None else list(items)
-    res = mcqa_evaluate(model, items, mode=mode, option_seed=option_seed, progress=progress, desc="utility")
-    return UtilityResult(res.accuracy, {"shipped": res.accuracy}, "shipped", {"shipped": len(items)})
+    res = knowledge_evaluate(
+        model, items, protocol=protocol, mode=mode, option_seed=option_seed, progress=progress, desc="utility"
+    )
+    return UtilityResult(res.accuracy, {"shipped": res.accuracy}, "shipped", {"shipped": len(items)}, protocol)
 
 
 def _import_lm_eval():
@@ -155,7 +162,7 @@ def utility_from_lm_eval(results: Mapping[str, Mapping[str, Any]], tasks: Sequen
         if value is None:
             raise NeuronscopeError(f"lm-eval results: task '{task}' has no metric '{metric}'")
         per_task[task] = float(value)
-    return UtilityResult(sum(per_task.values()) / len(per_task), per_task, "lm-eval", {t: limit for t in tasks})
+    return UtilityResult(sum(per_task.values()) / len(per_task), per_task, "lm-eval", {t: limit for t in tasks}, None)
 
 
 def utility_score(
@@ -167,6 +174,7 @@ def utility_score(
     mode: Literal["likelihood", "generate"] = "likelihood",
     option_seed: int = 0,
     progress: bool = False,
+    protocol: Literal["mcqa", "cloze"] = "mcqa",
     **lm_eval_kw: Any,
 ) -> UtilityResult:
     """The Utility Score: the shipped set by default, lm-eval benchmarks when ``tasks`` is given.
@@ -176,7 +184,9 @@ def utility_score(
         items: MCQA items instead of the shipped set.
         tasks: lm-eval task names (e.g. ``LM_EVAL_TASKS``, or ``["paper"]`` for all five).
         limit: Instances per lm-eval task.
-        mode, option_seed, progress: MCQA options for the shipped set.
+        mode, option_seed, progress: Scoring options for the shipped set.
+        protocol: Knowledge protocol of the shipped set, ``"mcqa"`` (default) or ``"cloze"``
+            (SPEC §10); recorded in the result. Not used by lm-eval tasks.
 
     Raises:
         NeuronscopeError: ``tasks`` given and lm-eval not installed.
@@ -186,4 +196,4 @@ def utility_score(
         if tasks == ["paper"]:
             tasks = list(LM_EVAL_TASKS)
         return lm_eval_utility(model, tasks, limit=limit, **lm_eval_kw)
-    return shipped_utility(model, items, mode=mode, option_seed=option_seed, progress=progress)
+    return shipped_utility(model, items, mode=mode, option_seed=option_seed, progress=progress, protocol=protocol)

@@ -54,6 +54,8 @@ class UnlearningConfig:
         eval_every: Evaluate the forget score every N steps; 0 = after every epoch.
         eval_mode: MCQA scoring, ``"likelihood"`` (default) or ``"generate"`` (paper).
         option_seed: Option order of the MCQA prompts.
+        protocol: Knowledge protocol of the early-stopping forget score (SPEC §10): ``"mcqa"``
+            (paper Table 3, options in the prompt; default) or ``"cloze"`` (question alone).
         optimizer: ``"adamw"`` (default; FaithUn/TOFU-style Adam without weight decay) or ``"sgd"``.
         weight_decay: AdamW weight decay (0 keeps untouched rows untouched, see KLUE).
         retain_weight: Weight of the retain term (GD, DPO, NPO, KLUE, SSIUU).
@@ -121,6 +123,7 @@ class UnlearningConfig:
     eval_every: int = 0
     eval_mode: str = "likelihood"
     option_seed: int = 0
+    protocol: str = "mcqa"
     optimizer: str = "adamw"
     weight_decay: float = 0.0
 
@@ -194,6 +197,7 @@ class UnlearningConfig:
             raise ConfigError(f"weight_decay: must be ≥ 0, got {self.weight_decay}")
         choice("stop_metric", ("accuracy", "rouge"))
         choice("eval_mode", ("likelihood", "generate"))
+        choice("protocol", ("mcqa", "cloze"))
         choice("optimizer", ("adamw", "sgd"))
         if not isinstance(self.rmu_skip_template, bool):
             raise ConfigError(f"rmu_skip_template: must be true or false, got {self.rmu_skip_template!r}")

@@ -31,6 +31,7 @@ def run_unlearning(
     split_seed: int = 0,
     known_only: bool = False,
     known_candidates: int | None = None,
+    known_delta: float | None = None,
     splits_file: str | os.PathLike | None = None,
     eval_splits: Sequence[str] = ("forget", "retain", "test"),
     dtype: str = "float32",
@@ -52,10 +53,12 @@ def run_unlearning(
             (paper §6.1); None = ``config.lr`` only.
         data: FaithUn-format file (default: the embedded fact set).
         split_seed: Seed of the forget/retain/test split.
-        known_only: Draw the forget set only from facts the base model answers correctly
-            (MCQA likelihood, SPEC §10).
+        known_only: Draw the forget set only from facts the base model knows under
+            ``config.protocol`` (:func:`neuronscope.evaluation.known_facts`: correct with a
+            margin ≥ ``known_delta`` and, for ``mcqa``, under every option order; SPEC §10).
         known_candidates: With ``known_only``, score only this many items (a seeded sample) to
             find the known facts, instead of the whole set (cheaper on a CPU).
+        known_delta: Known-fact margin δ in nats (None = :data:`neuronscope.evaluation.DEFAULT_DELTA`).
         splits_file: A ``splits.json`` written by an earlier run: reuse its forget / retain /
             test item ids (the same split for every method; overrides ``split_seed`` and
             ``known_only``).
@@ -67,14 +70,15 @@ def run_unlearning(
             such a directory is refused, so a finished model is never overwritten by accident.
 
     Returns:
-        The summary written to ``summary.json``: method, model, lr, reached, steps, epochs,
-        seconds per step, initial FS and the FS/RS scores (accuracy in [0, 1]).
+        The summary written to ``summary.json``: method, model, protocol, lr, reached, steps,
+        epochs, seconds per step, initial FS and the FS/RS scores (accuracy in [0, 1] under
+        ``config.protocol``).
 
     Raises:
         NeuronscopeError: Bad data file, unknown model, empty split, bad split name.
     """
     from neuronscope.data import load_faithun, split_faithun
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import DEFAULT_DELTA, knowledge_evaluate, known_facts
     from neuronscope.models import clone_model, load_model
 
     for name in eval_splits:
@@ -101,7 +105,9 @@ def run_unlearning(
         candidates = list(items)
         if known_candidates is not None and known_candidates < len(candidates):
             candidates = random.Random(f"known-{split_seed}").sample(candidates, known_candidates)
-        pool = mcqa_evaluate(base, candidates, progress=progress, desc="known facts").correct_ids()
+        known_delta = DEFAULT_DELTA if known_delta is None else known_delta
+        pool = known_facts(base, candidates, config.protocol, known_delta, option_seed=config.option_seed,
+                           progress=progress).known_ids()
         splits = split_faithun(items, seed=split_seed, forget_pool=pool)
     if lrs:
         best, result = lr_search(
@@ -113,17 +119,23 @@ def run_unlearning(
         result = unlearn(base, splits.forget, splits.retain, config, run_dir=out / "train", progress=progress, resume=resume)
         trained, lr = base, config.lr
     scores = {
-        _SPLIT_KEYS[name]: mcqa_evaluate(trained, getattr(splits, name), progress=progress, desc=f"eval {name}").accuracy
+        _SPLIT_KEYS[name]: knowledge_evaluate(
+            trained, getattr(splits, name), protocol=config.protocol, mode=config.eval_mode,
+            option_seed=config.option_seed, progress=progress, desc=f"eval {name}",
+        ).accuracy
         for name in eval_splits
         if getattr(splits, name)
     }
     trained.save(out / "model")
-    write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "splits": splits.to_dict()})
+    write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "protocol": config.protocol,
+                                            "known_delta": known_delta if pool is not None else None,
+                                            "splits": splits.to_dict()})
     result.config.save(out / "config.json")
     write_json_atomic(out / "history.json", result.history)
     summary = {
         "method": config.method,
         "model": model,
+        "protocol": config.protocol,
         "lr": lr,
         "reached": result.reached,
         "steps": result.steps,
@@ -133,6 +145,7 @@ def run_unlearning(
         **scores,
         "splits": {k: len(getattr(splits, k)) for k in ("forget", "retain", "test")},
         "known_pool": len(pool) if pool is not None else None,
+        "known_delta": known_delta if pool is not None else None,
         "lr_grid": list(lrs) if lrs else None,
     }
     write_json_atomic(out / "summary.json", summary)

@@ -88,9 +88,11 @@ def _score(model: HookedModel, items: Sequence, cfg: UnlearningConfig) -> float 
         from neuronscope.tofu import rouge_evaluate
 
         return rouge_evaluate(model, items).score
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
 
-    return mcqa_evaluate(model, items, mode=cfg.eval_mode, option_seed=cfg.option_seed).accuracy
+    return knowledge_evaluate(
+        model, items, protocol=cfg.protocol, mode=cfg.eval_mode, option_seed=cfg.option_seed
+    ).accuracy
 
 
 def lambda_sweep(
@@ -120,8 +122,9 @@ def lambda_sweep(
         progress: Progress bars.
 
     Returns:
-        One row per λ: ``lam, lr, reached, steps, FS, RS_retain, RS_test`` (+ extra columns);
-        scores are accuracies (or ROUGE-L recall with ``stop_metric="rouge"``) in [0, 1].
+        One row per λ: ``lam, lr, protocol, reached, steps, FS, RS_retain, RS_test`` (+ extra
+        columns); scores are accuracies under ``config.protocol`` (or ROUGE-L recall with
+        ``stop_metric="rouge"``) in [0, 1].
     """
     rows: list[dict[str, Any]] = []
     for lam in lams:
@@ -138,6 +141,7 @@ def lambda_sweep(
         row = {
             "lam": float(lam),
             "lr": lr,
+            "protocol": cfg.protocol,
             "reached": res.reached,
             "steps": res.steps,
             "FS": _score(model, forget, cfg),

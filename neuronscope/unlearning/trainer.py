@@ -472,10 +472,11 @@ def _evaluator(cfg: UnlearningConfig, forget: Sequence, eval_items: Sequence | N
 
         return ev
 
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
 
     def ev(m):
-        r = mcqa_evaluate(m, items, mode=cfg.eval_mode, option_seed=cfg.option_seed, progress=False, desc="forget MCQA")
+        r = knowledge_evaluate(m, items, protocol=cfg.protocol, mode=cfg.eval_mode, option_seed=cfg.option_seed,
+                               progress=False, desc=f"forget {cfg.protocol}")
         return float(r.accuracy), (r.correct_ids() if covers_forget else None)
 
     return ev
