@@ -28,7 +28,6 @@ to ``<out>/share.json`` and ``<out>/sweep_<reading>.json``; finished readings / 
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import random
@@ -59,14 +58,9 @@ def _read(path: Path) -> dict:
 
 
 def _evaluate(model, items, protocol: str | None):
-    from neuronscope.evaluation import mcqa_evaluate
+    from neuronscope.evaluation import knowledge_evaluate
 
-    kw = {}
-    if protocol is not None:
-        if "protocol" not in inspect.signature(mcqa_evaluate).parameters:
-            raise SystemExit(f"--protocol {protocol}: this checkout's mcqa_evaluate has no protocol option")
-        kw["protocol"] = protocol
-    return mcqa_evaluate(model, items, **kw)
+    return knowledge_evaluate(model, items, protocol=protocol or "mcqa")
 
 
 def demo_splits(base, out: Path, protocol: str | None, seed: int = 0, candidates: int = 100):
@@ -79,8 +73,14 @@ def demo_splits(base, out: Path, protocol: str | None, seed: int = 0, candidates
     known = _read(cache)
     if not known:
         cand = random.Random(seed).sample(list(items), candidates)
-        res = _evaluate(base, cand, protocol)
-        known = {"accuracy": res.accuracy, "correct_ids": sorted(res.correct_ids())}
+        if protocol is None:  # the demo as it was: correct under MCQA, one option order
+            res = _evaluate(base, cand, protocol)
+            known = {"accuracy": res.accuracy, "correct_ids": sorted(res.correct_ids())}
+        else:  # SPEC §10: known = margin ≥ δ (and every option order for mcqa)
+            from neuronscope.evaluation import known_facts
+
+            kf = known_facts(base, cand, protocol)
+            known = {"accuracy": kf.accuracy, "correct_ids": sorted(i for i, k in zip(kf.ids, kf.known) if k)}
         write_json_atomic(cache, known)
     pool = set(known["correct_ids"])
     return split_faithun(items, seed=seed, forget_pool=pool if len(pool) >= 3 else None), known
@@ -206,30 +206,29 @@ def cmd_sweep(args) -> None:
     from neuronscope.unlearning import UnlearningConfig
     from neuronscope.unlearning.search import lambda_sweep
 
-    if args.protocol:
-        raise SystemExit("--protocol: lambda_sweep scores with MCQA in this checkout")
     out = Path(args.out)
     name = _reading(args.anchor, args.target, args.grad)
-    path = out / f"sweep_{name}.json"
+    path = out / f"sweep_{name}.{args.protocol or 'mcqa'}.json"
     results = _read(path)
     base = load_model(args.model, seed=0)
-    splits, known = demo_splits(base, out, None)
+    splits, known = demo_splits(base, out, args.protocol)
     test = splits.test[:60]
-    _log(f"forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(test)}")
+    _log(f"forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(test)}, protocol {args.protocol or 'mcqa'}")
     if "base" not in results:
-        results["base"] = {"FS": _evaluate(base, splits.forget, None).accuracy,
-                           "RS": _evaluate(base, splits.retain, None).accuracy,
-                           "test": _evaluate(base, test, None).accuracy}
+        results["base"] = {"FS": _evaluate(base, splits.forget, args.protocol).accuracy,
+                           "RS": _evaluate(base, splits.retain, args.protocol).accuracy,
+                           "test": _evaluate(base, test, args.protocol).accuracy}
         write_json_atomic(path, results)
     cfg = UnlearningConfig(method="ssiuu", lr=args.lr, batch_size=8, seed=0, max_epochs=args.max_epochs,
-                           ssiuu_anchor=args.anchor, ssiuu_target=args.target, ssiuu_grad=args.grad)
+                           protocol=args.protocol or "mcqa", ssiuu_anchor=args.anchor, ssiuu_target=args.target, ssiuu_grad=args.grad)
 
     def extra(m, res):
         shares = [h["grad_share"] for h in res.history if h.get("ssiuu_penalty", 0) > 0]
         row = {"mean_share": statistics.fmean(shares) if shares else 0.0}
         for p in (0.1, 0.3):
             try:
-                a = harmful_attack(m, splits.forget, p=p, lrs=(1e-5,), seeds=(0,), epochs=3, batch_size=8, progress=False)
+                a = harmful_attack(m, splits.forget, p=p, lrs=(1e-5,), seeds=(0,), epochs=3, batch_size=8, progress=False,
+                                    protocol=args.protocol or "mcqa")
                 row[f"attack_p{p}"] = a.score
             except ConfigError as exc:  # e.g. too few forget items answered wrongly for this p
                 row[f"attack_p{p}"] = None
@@ -276,7 +275,8 @@ def main(argv=None) -> None:
         s.add_argument("--out", default="runs/ssiuu_sweep")
         s.add_argument("--model", default="smollm2-135m-instruct")
         s.add_argument("--lr", type=float, default=5e-5)
-        s.add_argument("--protocol", default=None, help="evaluation protocol (e.g. cloze) when supported")
+        s.add_argument("--protocol", default=None, choices=("mcqa", "cloze"),
+                       help="knowledge protocol (default: the demo's MCQA split and scoring)")
         s.add_argument("--threads", type=int, default=0)
     sh = sub.choices["share"]
     sh.add_argument("--lam", type=float, default=1e-3)
