@@ -66,7 +66,13 @@ class UnlearningConfig:
             ``"first_order"`` (∂P/∂θ treated as a constant).
         ssiuu_granularity: ``"row"`` (neuron = output row; I− = rows with negative summed
             attribution) or ``"element"`` (every weight its own neuron).
-        ssiuu_target: ``"prob"`` (P(y|x), paper) or ``"logprob"`` (log P(y|x)).
+        ssiuu_target: ``"logprob"`` (log P(y|x), default) or ``"prob"`` (P(y|x), paper).
+        ssiuu_anchor: What ``A_{θ^{t−1}}`` of Eq. 3 is (SPEC §9): ``"batch"`` — the attribution
+            cached for the same forget batch at its previous visit (first visit = GD step);
+            ``"previous_step"`` — the attribution stored at the previous step, whatever batch
+            that was (the paper's Algorithm 1, v2; active from step 2); ``"initial"`` — the
+            base model's attribution of the same batch (paper §1: negative attributions held
+            "at their original levels"), computed once before the first update.
         ssiuu_modules: Module types whose weights enter the regulariser.
         ssiuu_cache_dtype: dtype of the cached A_θ^{t−1} (None = the weights' dtype;
             ``"bfloat16"`` halves the memory of large models).
@@ -86,6 +92,29 @@ class UnlearningConfig:
         klue_alpha: KLUE superficial-knowledge regularisation weight α (10).
         klue_n: KLUE number N of superficial (mismatched) questions per forget item (5).
         klue_unforgotten: KLUE trains only on forget items still answered correctly.
+
+    SSIUU defaults (``lam=1e-3``, ``ssiuu_grad="exact"``, ``ssiuu_target="logprob"``,
+    ``ssiuu_anchor="previous_step"``), chosen by measurement so that the regulariser acts
+    (issue 12; ``benchmarks/ssiuu_sweep.py share``): the gradient share ‖λ∇R‖/‖∇L_GD‖ at
+    λ = 1e-3 on SmolLM2-135M-Instruct and the demo's forget split (31 items, batches of 8, lr 5e-5,
+    AdamW; one seed; first active step, the run being GD before it) was 2.42 for this reading
+    (2.52 with ``"initial"``), 0.0028 with the first-order gradient, and — on the tiny model,
+    where SmolLM2 was too slow to finish every reading — 1e-6 to 1e-9 with the target P(y|x).
+    Reasons:
+
+    * **target log P, not P**: ∂P/∂θ = P·∂log P/∂θ, so every attribution, R and ∇R scale with the
+      answer probability (multi-token answers: P ≪ 1, and → 1e-13 after unlearning); with P the
+      regulariser is numerically absent (GD), with log P it is not;
+    * **exact, not first order**: the first-order gradient drops ``H_P(r ⊙ θ)``, which is
+      10²–10³× the kept ``r ⊙ g`` (cosine with the exact gradient ≈ 0), so it is a different,
+      ~10³× weaker force; the exact gradient costs ~2× a GD step;
+    * **previous_step**: the paper's Algorithm 1 (v2); active from the second step, where
+      ``"batch"`` is a GD step for the whole first epoch (k forget batches → active from step
+      k + 1);
+    * **λ = 1e-3** (the paper's FaithUn value) gives a share ≥ 1 % with this reading; the share
+      is linear in λ at fixed parameters, so λ = 1e-4 gives ~24 %. The paper configs
+      (``configs/*.json``) keep the paper's λ. The Fig. 7a λ sweep of this reading is the
+      check that the regulariser does not stop unlearning (``benchmarks/ssiuu_sweep.py sweep``).
     """
 
     method: str = "gd"
@@ -98,7 +127,8 @@ class UnlearningConfig:
     lam: float = 1e-3
     ssiuu_grad: str = "exact"
     ssiuu_granularity: str = "row"
-    ssiuu_target: str = "prob"
+    ssiuu_target: str = "logprob"
+    ssiuu_anchor: str = "previous_step"
     ssiuu_modules: tuple[str, ...] = SSIUU_MODULES
     ssiuu_cache_dtype: str | None = None
     beta: float = 0.1
@@ -168,6 +198,7 @@ class UnlearningConfig:
         choice("ssiuu_grad", ("exact", "first_order"))
         choice("ssiuu_granularity", ("row", "element"))
         choice("ssiuu_target", ("prob", "logprob"))
+        choice("ssiuu_anchor", ("batch", "previous_step", "initial"))
         choice("ssiuu_cache_dtype", (None, "float32", "float64", "bfloat16", "float16"))
         for t in self.ssiuu_modules:
             if t not in SSIUU_MODULES:

@@ -19,20 +19,39 @@ Decisions (each is a :class:`~neuronscope.unlearning.UnlearningConfig` option):
   the batch attribution ``A = θ ⊙ ∂(Σ_{(x,y)∈B} P(y|x))/∂θ`` — the sum of the per-example
   attributions (attribution is linear in the gradient), so one backward pass serves the whole
   batch. With ``batch_size ≥ |C_f|`` this is Eq. 3 with the sum over C_f taken inside the norm.
-* **A_{θ^{t−1}}** = the attribution computed on the **same** forget batch at the parameters
-  the previous time that batch was used, i.e. before that optimiser step (the forget set is
-  split into a fixed partition of batches; only their order is shuffled per epoch). It is
-  cached per batch, detached (no gradient flows through it, paper §5), and never recomputed
-  at θ^t, where the difference would be zero. With a single forget batch it is exactly the
-  attribution at the previous optimiser step's parameters θ^{t−1}. At the first visit of a
-  batch there is no previous attribution: A_prev := A_θ^t (detached), so the penalty and its
-  gradient are 0 (we take the zero subgradient of ‖·‖ at 0) and the step is a GD step.
+* **A_{θ^{t−1}}** (``ssiuu_anchor``, SPEC §9 "Anchor of A_{θ^{t−1}}"), always detached (no
+  gradient flows through it, paper §5) and never recomputed at θ^t, where the difference would
+  be zero:
+
+  - ``"batch"``: the attribution computed on the **same** forget batch at the parameters the
+    previous time that batch was used (the forget set is split into a fixed partition of
+    batches; only their order is shuffled per epoch), cached per batch. At the first visit of a
+    batch there is no previous attribution: A_prev := A_θ^t, so the penalty and its gradient
+    are 0 (the zero subgradient of ‖·‖ at 0) and the step is a GD step; with k forget batches
+    the regulariser is active from step k + 1.
+  - ``"previous_step"``: the paper's Algorithm 1 (v2): one slot holding the attribution stored
+    at the previous iteration, compared with the current batch's, whatever batch that was;
+    active from step 2.
+  - ``"initial"``: the base model's attribution of the same batch (paper §1: negative
+    attributions held "at their original levels"), computed for every forget batch in
+    :meth:`SSIUU.setup` before the first update and never replaced; active from step 2 (at
+    step 1 the parameters are the base model's, and the step's own attribution is used, so
+    the penalty is exactly 0).
+
+  With a single forget batch ``"batch"`` and ``"previous_step"`` coincide.
+* **Gradient share** recorded per step in the training history: ``gd_grad_norm`` = ‖∇L_GD‖
+  over all trainable parameters, ``ssiuu_reg_grad_norm`` = ‖λ∇R‖, ``grad_share`` = their ratio,
+  ``ssiuu_penalty`` = R (attribution units) and ``ssiuu_negative`` = |I−|.
 * **Gradient through A_θ^t**: ``"exact"`` differentiates θ ⊙ g(θ) completely (double
   backward: ``∂/∂θ = (r ⊙ g) + H_P (r ⊙ θ)`` with ``r = −(A_prev − A_cur)/‖·‖`` on I−);
   ``"first_order"`` treats g as a constant (``∂/∂θ = r ⊙ g``), which needs no second-order
   graph — and no second backward pass either: g is collected during the GD backward by a
   :class:`WeightGradTap` (the forget rows' output cotangents of ΣP and of −NLL differ by a
   per-row factor, so one chain of input gradients serves both).
+  The two disagree on real models (cosine ≈ 0 on the tiny model) because the dropped term
+  ``H_P (r ⊙ θ)`` is 10²–10³× the kept ``r ⊙ g`` (θ entries are far larger than ∂P/∂θ
+  entries); tested: exact − first order equals that Hessian–vector product computed by an
+  independent double backward, so this is inherent to the approximation, not a bug.
 
 Cost per step (``benchmarks/unlearning.py``: SmolLM2-135M, 8 forget + 8 retain pairs, one
 thread, AdamW, median of 3 interleaved rounds on a shared 2-core machine): GD 10.5 s CPU;
@@ -44,6 +63,7 @@ halves it) on the weights' device.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -252,31 +272,114 @@ class WeightGradTap:
         return hook
 
 
+def batch_objective(model: HookedModel, items: Sequence, target: str = "prob") -> Tensor:
+    """``Σ_{(x,y)∈B} P(y|x)`` (``target="prob"``) or ``Σ log P(y|x)`` (``"logprob"``) of a batch.
+
+    The attribution objective of SSIUU (teacher-forced answer probability, paper Eq. 1), with its
+    graph to the weights when gradients are enabled.
+    """
+    seq = answer_logprobs(model, encode_items(model, items)).seq
+    return seq.exp().sum() if target == "prob" else seq.sum()
+
+
+def batch_attribution(
+    model: HookedModel, items: Sequence, weights: Sequence[Tensor], target: str = "prob"
+) -> list[Tensor]:
+    """Detached ``A = θ ⊙ ∂(Σ_B P(y|x))/∂θ`` of ``weights`` on one batch at the current parameters.
+
+    Used for the ``"initial"`` anchor (the base model's attribution of every forget batch,
+    computed once before the first update). The weights' ``requires_grad`` flags are restored.
+    """
+    flags = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            _, attrs = parameter_attribution(batch_objective(model, items, target), weights, create_graph=False)
+    finally:
+        for w, f in zip(weights, flags):
+            w.requires_grad_(f)
+    return [a.detach() for a in attrs]
+
+
+def _norm(tensors: Sequence[Tensor]) -> float:
+    """L2 norm of a list of tensors, taken together (float64 accumulation)."""
+    if not tensors:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().double()) for t in tensors])))
+
+
+#: Key of the single slot used by ``ssiuu_anchor="previous_step"``.
+PREVIOUS = "previous_step"
+
+
 class SSIUU(GD):
     """GD + λ · Eq. 3 regulariser (see the module docstring for every decision).
 
-    The exact variant puts the penalty into the autograd graph (double backward). The
-    first-order variant needs ``g = ∂P/∂θ`` only as a constant: a :class:`WeightGradTap`
-    collects it during the ordinary backward pass of the GD loss, then the penalty and its
-    closed-form gradient (:func:`first_order_step`) are computed and ``λ ·`` that gradient is
-    added to the weights' gradients before the optimiser step (the loss value recorded in the
-    history includes ``λ · penalty``).
+    The regulariser's gradient ``λ∇R`` is always formed separately from the GD gradient and added
+    to the weights' gradients after the GD backward (:meth:`after_backward`), so every step records
+    ``gd_grad_norm`` = ‖∇L_GD‖ (all trainable parameters), ``ssiuu_reg_grad_norm`` = ‖λ∇R‖ and
+    ``grad_share`` = their ratio, next to ``ssiuu_penalty`` (R, attribution units) and
+    ``ssiuu_negative`` (|I−|). The exact variant obtains ``λ∇R`` by a double backward
+    (``torch.autograd.grad`` of λR, graph retained for the GD backward); the first-order variant
+    needs ``g = ∂P/∂θ`` only as a constant: a :class:`WeightGradTap` collects it during the
+    ordinary backward pass of the GD loss, then the penalty and its closed-form gradient
+    (:func:`first_order_step`) are computed. The loss value recorded in the history includes
+    ``λ · penalty``.
+
+    The anchor ``A_{θ^{t−1}}`` (``config.ssiuu_anchor``): ``"batch"`` caches the attribution per
+    forget batch (first visit of a batch = GD step); ``"previous_step"`` keeps one slot, the
+    attribution of the previous step's batch (Algorithm 1 of the paper's v2: the penalty is active
+    from step 2 whatever the batches); ``"initial"`` holds the base model's attribution of every
+    forget batch, computed in :meth:`setup` before any update and never replaced.
     """
 
     name = "ssiuu"
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.cache: dict[int, list[Tensor]] = {}
-        self._pending: tuple[int | None, list[Tensor]] | None = None
+        self.cache: dict[Any, list[Tensor]] = {}
+        self._pending: tuple[Any, list[Tensor]] | None = None
         self._fo: dict[str, Any] | None = None
+        self._exact: dict[str, Any] | None = None
+        self._fresh = False  # "initial": no optimiser step taken yet (the parameters are the base model's)
+
+    @property
+    def anchor(self) -> str:
+        return getattr(self.config, "ssiuu_anchor", "batch")
+
+    def setup(self, model, forget_batches, retain, *, state=None, progress=False):
+        if state:
+            self.load_state_dict(state)
+            return
+        if self.anchor == "initial" and self.config.lam > 0:
+            self._fresh = True
+            weights = attributed_weights(model, self.config.ssiuu_modules)
+            for key, items in forget_batches.items():
+                self.cache[key] = self._to_cache(batch_attribution(model, items, weights, self.config.ssiuu_target))
+
+    def _slot(self, key) -> Any:
+        """Cache key of the anchor used at a step on batch ``key`` (None: no anchor)."""
+        return PREVIOUS if self.anchor == "previous_step" else key
+
+    def _anchor_of(self, slot) -> list[Tensor] | None:
+        """A_{θ^{t−1}} for this step. At the very first step of an ``"initial"`` run the
+        parameters are the base model's, so the anchor is replaced by this step's own
+        attribution (same value, same arithmetic: the penalty and its gradient are exactly 0
+        instead of the float rounding between two computations of one attribution, whose
+        ‖·‖₂ would have a unit-size gradient in an arbitrary direction)."""
+        if slot is None or (self.anchor == "initial" and self._fresh):
+            return None
+        return self.cache.get(slot)
 
     def loss(self, model, forget, retain, key):
         cfg = self.config
         terms: dict[str, float] = {}
         bf = encode_items(model, forget)
         self._fo = None
+        self._exact = None
         self._pending = None
+        slot = self._slot(key)
         if cfg.lam > 0 and cfg.ssiuu_grad == "first_order":
             types = [t for t in model.arch.module_types if t in cfg.ssiuu_modules]
             keys = [(t, layer) for layer in range(model.arch.n_layers) for t in types]
@@ -287,7 +390,7 @@ class SSIUU(GD):
             # cotangent ratio per row: ∂ΣP/∂log p_tok = P_s (or 1 for log P) against 1/T from −NLL
             per_row = lp.seq.detach().exp() if cfg.ssiuu_target == "prob" else torch.ones_like(lp.seq.detach())
             tap.scale = per_row * n_tok
-            self._fo = {"key": key, "tap": tap, "weights": attributed_weights(model, cfg.ssiuu_modules), "terms": terms}
+            self._fo = {"slot": slot, "tap": tap, "weights": attributed_weights(model, cfg.ssiuu_modules), "terms": terms}
         else:
             lp = answer_logprobs(model, bf)
         nll_f = lp.nll
@@ -297,15 +400,20 @@ class SSIUU(GD):
             logp = lp.seq
             objective = logp.exp().sum() if cfg.ssiuu_target == "prob" else logp.sum()
             weights = attributed_weights(model, cfg.ssiuu_modules)
-            prev = self.cache.get(key) if key is not None else None
+            prev = self._anchor_of(slot)
             pen, cur, n_sel = ssiuu_regulariser(
                 objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
             )
-            self._pending = (key, self._to_cache(cur))
+            self._pending = (slot, self._to_cache(cur))
             terms["ssiuu_penalty"] = float(pen.detach()) if pen is not None else 0.0
             terms["ssiuu_negative"] = n_sel
-            if pen is not None:
-                loss = loss + cfg.lam * pen
+            rgrads = None
+            if pen is not None and pen.requires_grad:
+                # λ∇R on its own (double backward for "exact"); the forward graph is kept for GD's backward
+                rgrads = torch.autograd.grad(cfg.lam * pen, weights, retain_graph=True, allow_unused=True)
+                rgrads = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, rgrads)]
+            self._exact = {"weights": weights, "grads": rgrads, "terms": terms,
+                           "value": cfg.lam * terms["ssiuu_penalty"]}
         nll_r = self._retain_nll(model, retain, terms)
         if nll_r is not None:
             loss = loss + cfg.retain_weight * nll_r
@@ -315,7 +423,31 @@ class SSIUU(GD):
         dtype = getattr(torch, self.config.ssiuu_cache_dtype) if self.config.ssiuu_cache_dtype else None
         return [c.to(dtype) if dtype is not None else c for c in cur]
 
+    @staticmethod
+    def _record_share(model, terms: dict, rgrads: Sequence[Tensor] | None, scale: float = 1.0) -> None:
+        """Record ‖∇L_GD‖ (every parameter's current ``.grad``), ‖scale · rgrads‖ = ‖λ∇R‖ and
+        their ratio ``grad_share`` in ``terms``. Call between the GD backward and adding λ∇R."""
+        gd = _norm([p.grad for p in model.hf_model.parameters() if p.grad is not None])
+        reg = abs(scale) * _norm(rgrads) if rgrads is not None else 0.0
+        terms["gd_grad_norm"] = gd
+        terms["ssiuu_reg_grad_norm"] = reg
+        terms["grad_share"] = reg / gd if gd > 0 else (0.0 if reg == 0 else math.inf)
+
+    @staticmethod
+    def _add_grads(weights: Sequence[Tensor], grads: Sequence[Tensor], alpha: float = 1.0) -> None:
+        for w, g in zip(weights, grads):
+            if w.grad is None:
+                w.grad = g * alpha if alpha != 1.0 else g.clone()
+            else:
+                w.grad.add_(g, alpha=alpha)
+
     def after_backward(self, model) -> float | None:
+        ex, self._exact = self._exact, None
+        if ex is not None:
+            self._record_share(model, ex["terms"], ex["grads"])
+            if ex["grads"] is not None:
+                self._add_grads(ex["weights"], ex["grads"])
+            return ex["value"]
         fo, self._fo = self._fo, None
         if fo is None:
             return None
@@ -323,27 +455,27 @@ class SSIUU(GD):
         grads = fo["tap"].grads
         if any(g is None for g in grads):
             raise RuntimeError("ssiuu: the backward pass did not reach every attributed linear")
-        weights, key = fo["weights"], fo["key"]
-        prev = self.cache.get(key) if key is not None else None
-        if prev is None:  # first visit: A_prev := A_θ^t, penalty and gradient 0
+        weights, slot = fo["weights"], fo["slot"]
+        prev = self._anchor_of(slot)
+        if prev is None:  # no anchor yet: A_prev := A_θ^t, penalty and gradient 0
             cur = [w.detach() * g for w, g in zip(weights, grads)]
             value, n_sel = 0.0, sum(int(negative_set(a, cfg.ssiuu_granularity).sum()) for a in cur)
+            self._record_share(model, fo["terms"], None)
         else:
             value, pgrads, cur, n_sel = first_order_step(weights, grads, prev, cfg.ssiuu_granularity)
-            for w, g in zip(weights, pgrads):
-                if w.grad is None:
-                    w.grad = cfg.lam * g
-                else:
-                    w.grad.add_(g, alpha=cfg.lam)
-        self._pending = (key, self._to_cache(cur))
+            self._record_share(model, fo["terms"], pgrads, cfg.lam)
+            self._add_grads(weights, pgrads, alpha=cfg.lam)
+        self._pending = (slot, self._to_cache(cur))
         fo["terms"]["ssiuu_penalty"] = value
         fo["terms"]["ssiuu_negative"] = n_sel
         return cfg.lam * value
 
     def after_step(self, key):
-        if self._pending is not None and self._pending[0] is not None:
-            self.cache[self._pending[0]] = self._pending[1]
-        self._pending = None
+        pending, self._pending = self._pending, None
+        fresh, self._fresh = self._fresh, False
+        if pending is None or pending[0] is None or (self.anchor == "initial" and not fresh):
+            return  # the "initial" anchor stays the base model's attribution
+        self.cache[pending[0]] = pending[1]
 
     def state_dict(self):
         return {"cache": self.cache}

@@ -85,9 +85,13 @@ class UnlearningResult:
         steps: Optimiser steps taken (forget batches).
         epochs: Epochs started (the last may be partial).
         history: One record per step — ``step``, ``epoch`` (1-based), ``loss`` and the method's
-            loss terms (floats, nats or attribution units), ``seconds`` (wall time of the step) —
-            plus ``forget_score`` and ``forget_acc`` (or ``forget_rouge``) on evaluated steps;
-            the first record (step 0) holds the score before unlearning.
+            loss terms (floats, nats or attribution units), ``grad_norm`` (of all trainable
+            gradients, regulariser included), ``seconds`` (wall time of the step) — plus
+            ``forget_score`` and ``forget_acc`` (or ``forget_rouge``) on evaluated steps; the
+            first record (step 0) holds the score before unlearning. SSIUU steps also record
+            ``ssiuu_penalty`` (R of Eq. 3), ``ssiuu_negative`` (|I−|), ``gd_grad_norm``
+            (‖∇L_GD‖), ``ssiuu_reg_grad_norm`` (‖λ∇R‖) and ``grad_share`` (their ratio; see
+            :func:`grad_share` for the run's mean).
         seconds_per_step: Mean wall time of a training step (evaluation excluded), seconds.
         config: The configuration of the run.
         forget_score: The last evaluated forget score.
@@ -121,6 +125,24 @@ class UnlearningResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON, atomically."""
         return write_json_atomic(path, self.to_dict())
+
+
+def grad_share(history: Sequence[dict]) -> dict[str, float] | None:
+    """Summary of SSIUU's per-step gradient share ‖λ∇R‖/‖∇L_GD‖ over the steps where the
+    regulariser was active (``ssiuu_penalty > 0``; SPEC §9, issue 12: the regulariser acts when
+    the mean is ≥ 1 %).
+
+    Args:
+        history: :attr:`UnlearningResult.history` (or ``history.json``) of an SSIUU run.
+
+    Returns:
+        ``{"mean", "min", "max", "n_steps"}`` (ratios, dimensionless), or None when no step
+        recorded a share (not SSIUU, or the regulariser never became active).
+    """
+    vals = [float(r["grad_share"]) for r in history if "grad_share" in r and r.get("ssiuu_penalty", 0) > 0]
+    if not vals:
+        return None
+    return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n_steps": len(vals)}
 
 
 # ----------------------------------------------------------------------------- data order

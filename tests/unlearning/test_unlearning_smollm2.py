@@ -25,7 +25,7 @@ def smol(smollm2):
 
 
 def test_tapped_gradient_equals_autograd_on_smollm2(smol, forget, retain):
-    cfg = UnlearningConfig(method="ssiuu", ssiuu_grad="first_order", lam=1e-3)
+    cfg = UnlearningConfig(method="ssiuu", ssiuu_grad="first_order", ssiuu_target="prob", lam=1e-3)
     m = SSIUU(cfg)
     loss, _ = m.loss(smol, forget[:2], retain[:1], 0)
     loss.backward()
