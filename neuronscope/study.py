@@ -1030,15 +1030,21 @@ class Study:
         }
 
 
-def _penalty_share(history: list[dict], lam: float) -> dict[str, float]:
-    """For SSIUU: mean λ·penalty (Eq. 3's second term) and mean |L_GD| over the training steps."""
+def _penalty_share(history: list[dict], lam: float) -> dict[str, Any]:
+    """For SSIUU: mean λ·penalty (Eq. 3's second term), mean |L_GD| and the gradient share.
+
+    ``grad_share`` is :func:`neuronscope.unlearning.trainer.grad_share` (mean, min, max of
+    ‖λ∇R‖/‖∇L_GD‖ over the steps where the regulariser was active; SPEC §9).
+    """
+    from neuronscope.unlearning.trainer import grad_share
+
     steps = [h for h in history if h.get("ssiuu_penalty") is not None and h.get("loss") is not None]
     if not steps:
         return {}
     pen = [lam * h["ssiuu_penalty"] for h in steps]
     gd = [abs(h["loss"]) for h in steps]
     return {"mean_lambda_penalty": sum(pen) / len(pen), "mean_abs_gd_loss": sum(gd) / len(gd),
-            "steps_with_penalty": sum(p > 0 for p in pen)}
+            "steps_with_penalty": sum(p > 0 for p in pen), "grad_share": grad_share(history)}
 
 
 def run_study(config: StudyConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True,
@@ -1121,15 +1127,18 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
         r.table(["method", "FS forget (%)", "FS paraphrase (%)", "RS retain (%)", "RS test (%)", "US utility (%)"],
                 [[_label(n)] + [cell(ev, k) for k in cols] for n, ev in summary["accuracy"].items()])
     r.heading("Unlearning runs")
-    r.table(["method", "lr", "reached FS ≤ threshold", "steps", "epochs", "s / step", "mean λ·penalty", "mean |L_GD|"],
+    r.table(["method", "lr", "reached FS ≤ threshold", "steps", "epochs", "s / step", "mean λ·penalty", "mean |L_GD|",
+             "‖λ∇R‖ / ‖∇L_GD‖ (mean)"],
             [[_label(k), f"{v['lr']:.0e}", str(v["reached"]), v["steps"], v["epochs"], f"{v['seconds_per_step']:.2f}",
               f"{v['mean_lambda_penalty']:.3g}" if "mean_lambda_penalty" in v else "-",
-              f"{v['mean_abs_gd_loss']:.3g}" if "mean_abs_gd_loss" in v else "-"]
+              f"{v['mean_abs_gd_loss']:.3g}" if "mean_abs_gd_loss" in v else "-",
+              f"{v['grad_share']['mean']:.3g}" if v.get("grad_share") else "-"]
              for k, v in summary["unlearning"].items() if v.get("reached") is not None])
     if "ssiuu" in c.methods:
-        r.text(f"SSIUU adds λ·Σ‖A_prev − A‖₂ over spurious (negative) rows to the GD loss (λ = "
-               f"{c.unlearning_config('ssiuu').lam:g}); the penalty is 0 on the first visit of each forget batch (no "
-               "previous attribution yet). Where mean λ·penalty is small next to |L_GD|, SSIUU behaves like GD.", note=True)
+        u = c.unlearning_config("ssiuu")
+        r.text(f"SSIUU adds λ·Σ‖A_prev − A‖₂ over spurious (negative) rows to the GD loss (λ = {u.lam:g}, target "
+               f"{u.ssiuu_target}, anchor {u.ssiuu_anchor}, {u.ssiuu_grad} gradient). The last column is the share of "
+               "the regulariser in the update: where it is far below 1 %, SSIUU behaves like GD.", note=True)
     if by_target:
         r.heading("Influence variation: erased or hidden? (Fig. 3)")
         r.table(["attribution target", "method", "Σ top-100 D̃+", "Σ top-100 D̃−", "D̃− / D̃+"],
