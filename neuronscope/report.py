@@ -38,15 +38,17 @@ class HTMLReport:
         #: ``(figure title, reason)`` of every figure replaced by a note.
         self.omitted: list[tuple[str, str]] = []
 
-    def verdicts(self, verdicts) -> None:
-        """Open the report with the verdicts and their evidence (SPEC §16), whenever this is called.
+    def opening(self, fragment: str) -> None:
+        """Put an HTML fragment at the top of the report, whenever this is called.
+
+        The verdicts open every study report this way (SPEC §16):
+        ``r.opening(neuronscope.verdict.verdicts_html(verdicts))`` (the report module knows no
+        verdicts, so data keeps flowing one way).
 
         Args:
-            verdicts: ``{method: neuronscope.verdict.Verdict}`` or a list of them.
+            fragment: Trusted HTML (escaped by its producer).
         """
-        from neuronscope.verdict import verdicts_html
-
-        self._opening.append(verdicts_html(verdicts))
+        self._opening.append(fragment)
 
     def heading(self, text: str, level: int = 2) -> None:
         self._parts.append(f"<h{level}>{html.escape(text)}</h{level}>")

@@ -1108,7 +1108,9 @@ def _write_report(study: Study, summary: dict, by_target: dict, lens: dict, tabl
                + (", correct under every option order" if c.evaluation.protocol == "mcqa" else "")
                + f"; base accuracy on the candidates {100 * kf.get('accuracy', float('nan')):.1f} %).", note=True)
     if verdicts:
-        r.verdicts(verdicts)
+        from neuronscope.verdict import verdicts_html
+
+        r.opening(verdicts_html(verdicts))
     r.heading("Results (paper Table 1 layout)")
     r.html(table.to_html())
     if summary["accuracy"]:

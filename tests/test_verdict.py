@@ -240,7 +240,7 @@ def test_report_opens_with_verdicts_and_omits_empty_figures(tmp_path):
     assert r.figure(heatmap_figure(zero), name="GD heatmap") is False
     live = InfluenceVariation({("q", 0): torch.tensor([0.0, 1.0, 2.0, 0.5])}, {("q", 0): torch.zeros(4)})
     assert r.figure(heatmap_figure(live)) is True
-    r.verdicts(vs)  # called last, rendered first
+    r.opening(verdicts_html(vs))  # called last, rendered first
     page = r.render()
     body = page[page.index("<body>"):]
     assert body.index("Verdict: erased or hidden?") < body.index("Results")
