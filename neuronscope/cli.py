@@ -137,6 +137,7 @@ def attribute(
     if not items:
         _fail(f"attribute: data {data!r} has no items (empty split)")
     m = load_model(model, **rt)
+    validate.check_context(m, items, data)
     res = run_attr(m, [i.question for i in items], [i.answer for i in items], cfg)
     res.meta.update(data=data, split_seed=seed)
     res.save(out)
@@ -247,6 +248,8 @@ def logit_lens_cmd(
         label, path = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
         specs[label] = validate.model_spec(path)
     models = {label: load_model(path, **rt) for label, path in specs.items()}
+    for m in models.values():
+        validate.check_context(m, items, data)
     paths = logit_lens_report(models, items, out, seed=seed, batch_size=batch_size, progress=True)
     import json
 
@@ -423,6 +426,7 @@ def attack(
             _check_same_attack(out, cfg)
         validate.output_files(out, ("attack.html", "attack.json", "attack_config.json"))
         m = load_model(model, **rt)
+        validate.check_context(m, forget, data)
         rd.claim()
         res = run_attack(m, forget, cfg, run_dir=out, progress=True)
         write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
@@ -538,7 +542,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         rc = app(args=argv, standalone_mode=False)
-        # With standalone_mode=False click returns (not raises) the code of typer.Exit.
+        # With standalone_mode=False click returns (not raises) the code of typer.Exit; typer
+        # turns KeyboardInterrupt into Exit(130) before it gets here.
+        if rc == 130:
+            raise KeyboardInterrupt
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except NeuronscopeError as exc:
@@ -552,10 +559,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         # click turns Ctrl-C into Abort (after printing an empty line); say what was kept.
         from neuronscope import rundir
 
-        note = rundir.last_exit_note or "nothing was written by this command's run folder logic"
+        note = rundir.last_exit_note or "no partial output was left (files are written whole or not at all); run the command again"
         typer.echo(f"error: interrupted (Ctrl-C): {note}", err=True)
         sys.exit(130)
     except click.exceptions.ClickException as exc:  # usage errors: bad option value, missing option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare command: its help
+            exc.show()
+            sys.exit(2)
         typer.echo(f"error: {_one_line(exc.format_message())} (see --help)", err=True)
         sys.exit(2)
     except OSError as exc:

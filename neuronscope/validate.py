@@ -181,3 +181,44 @@ def model_spec(spec: str, option: str = "--model") -> str:
         if not isinstance(data, dict):
             raise NeuronscopeError(f"{cfg}: corrupt model config (not a JSON object)")
     return spec
+
+
+def check_context(model, items, source: str) -> None:
+    """Every item fits the model's context, in both of its uses (checked before any work).
+
+    The longest sequence of an item is the larger of the QA pair (chat-templated question +
+    answer, as in unlearning and attribution) and the MCQA prompt (paper Table 3) followed by
+    its longest option.
+
+    Args:
+        model: A :class:`~neuronscope.models.HookedModel`.
+        items: FaithUn-format items (``question``, ``answer``, ``false_options``, ``id``).
+        source: The data file or split name, for the message.
+
+    Raises:
+        DataError: Names the file, the record (1-based position) and its id, the length and
+            the context.
+    """
+    from neuronscope.data import DataError
+    from neuronscope.models import context_length
+    from neuronscope.prompts import chat_prompt, mcqa_prompt
+
+    limit = context_length(model.hf_model)
+    if limit is None:
+        return
+    tok = model.tokenizer
+
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    for i, it in enumerate(items, start=1):
+        lengths = [n(chat_prompt(tok, it.question)) + n(it.answer) - 1]
+        options = [it.answer, *getattr(it, "false_options", ())]
+        if len(options) > 1:
+            base = n(mcqa_prompt(tok, it.question, options))
+            lengths.append(base + max(n(o) for o in options) - 1)
+        if max(lengths) > limit:
+            raise DataError(
+                f"{source}: record {i} (id {it.id!r}): input of {max(lengths)} tokens is longer than the context "
+                f"of {getattr(model, 'name', 'the model')} ({limit} tokens); shorten the question or answer"
+            )

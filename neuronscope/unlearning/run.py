@@ -101,6 +101,7 @@ def run_unlearning(
 
 def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_seed, known_only, known_candidates,
          splits_file, eval_splits, dtype, device, progress, resume) -> dict[str, Any]:
+    from neuronscope import validate
     from neuronscope.data import load_faithun, split_faithun
     from neuronscope.evaluation import mcqa_evaluate
     from neuronscope.models import clone_model, load_model
@@ -112,6 +113,7 @@ def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_see
     else:
         splits = None if known_only else split_faithun(items, seed=split_seed)
     base = load_model(model, dtype=dtype, device=device)
+    validate.check_context(base, items, str(data) if data is not None else "embedded FaithUn set")
     pool = None
     if splits is None:
         candidates = list(items)
