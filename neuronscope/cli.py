@@ -342,7 +342,7 @@ def unlearn(
     from neuronscope import validate
     from neuronscope.unlearning.run import resolve_config, run_unlearning
 
-    validate.numbers("--lr", lr, positive=True)
+    validate.numbers("--lr", lr)  # finite; > 0 is checked with the grid
     validate.number("--lam", lam, minimum=0)
     validate.number("--threshold", threshold)
     validate.integer("--max-epochs", max_epochs, minimum=1)
@@ -401,8 +401,8 @@ def attack(
     from neuronscope.models import load_model
     from neuronscope.rundir import prepare_run_dir
 
-    validate.number("--p", p, minimum=0, maximum=1, open_min=True, open_max=True)
-    validate.numbers("--lr", lr, positive=True)
+    validate.number("--p", p)  # finite; the range is AttackConfig's (p=0 names the fraction)
+    validate.numbers("--lr", lr)  # finite; > 0 is checked with the grid
     validate.integer("--seeds", seeds, minimum=1, maximum=validate.SEED_MAX + 1)
     validate.integer("--epochs", epochs, minimum=1)
     validate.integer("--batch-size", batch_size, minimum=1)
@@ -495,6 +495,8 @@ def report(
     profile: str = typer.Option("cpu", help="Built-in configuration with --methods: cpu (1 seed, reduced attacks) or paper."),
     model: Optional[str] = typer.Option(None, help="Base model (with --methods; default: the embedded SmolLM2)."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = torch default)."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP + " With --methods (default: the configuration's)."),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP + " With --methods (default: the configuration's)."),
 ) -> None:
     """Results table in the paper's Table 1 layout from saved results (or run them with --methods).
 
@@ -504,12 +506,18 @@ def report(
     from neuronscope.errors import NeuronscopeError
     from neuronscope.robustness import RobustnessConfig, run_robustness, table_from_run
 
+    from neuronscope import validate
+
+    validate.integer("--threads", threads, minimum=0)
+    rt = _runtime(device, dtype)
+    if rt and not methods:
+        raise NeuronscopeError("--device/--dtype: only with --methods (a table from saved results loads no model)")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     if methods:
-        changes = {"methods": methods, **({"model": model} if model else {})}
+        changes = {"methods": methods, **({"model": model} if model else {}), **rt}
         saved = runs / "robustness_config.json"
         if config is not None:
             cfg = RobustnessConfig.from_dict({**RobustnessConfig.load(config).to_dict(), **changes}, source=str(config))
@@ -555,7 +563,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         # click turns Ctrl-C into Abort (after printing an empty line); say what was kept.
         from neuronscope import rundir
 
