@@ -68,14 +68,20 @@ def run(main: Callable, description: str, quick: dict, script: str, argv=None) -
         over = {k: v for k, v in {"model": args.model, "seed": args.seed, "threads": args.threads or None}.items()
                 if v is not None}
         cfg = cfg.merged(over) if over else cfg
-        study = Study(cfg, args.out or Path("runs") / script, progress=not args.no_progress)
+        from neuronscope.rundir import prepare_run_dir
+
+        out = args.out or Path("runs") / script
         if cfg.threads:
             import torch
 
             torch.set_num_threads(cfg.threads)
-        study.out.mkdir(parents=True, exist_ok=True)
-        write_json(study.out / "study.json", cfg.to_dict())
-        result = main(study, cfg.figures.get(script, {}))
+        # the run folder of `neuronscope study`: several scripts (and the study) may share it
+        with prepare_run_dir(out, command="study", finished=(), progress=("stages/*.json",)) as rd:
+            study = Study(cfg, out, progress=not args.no_progress)
+            study.items  # noqa: B018  (data errors before anything is written)
+            rd.claim()
+            write_json(study.out / "study.json", cfg.to_dict())
+            result = main(study, cfg.figures.get(script, {}))
     except NeuronscopeError as exc:
         fail(str(exc))
     for name, path in (result or {}).items():

@@ -1,12 +1,23 @@
 """The ``neuronscope`` command line: a thin wrapper over the library (SPEC §12).
 
-Every command maps its options onto one library call. Bad input raises
-:class:`~neuronscope.errors.NeuronscopeError`; :func:`main` prints it as one line
-(``error: ...``) and exits with code 2, with the traceback only under ``--debug``.
+Every command maps its options onto one library call. Options and input files are checked
+(:mod:`neuronscope.validate`) before any output exists or a model is loaded. Exit codes of
+:func:`main`:
+
+* 0 success;
+* 2 bad input or an unusable environment (a :class:`~neuronscope.errors.NeuronscopeError`, a
+  usage error, a disk that is full or read-only): one ``error: ...`` line naming the option,
+  file, record or field;
+* 3 an internal error (a bug): ``error: internal error: <type>: <message> (run with --debug
+  for the traceback)``;
+* 130 interrupted (Ctrl-C): one line saying what was kept and how to resume.
+
+Exit code 1 is never used. ``--debug`` shows the traceback instead of the one line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,6 +54,29 @@ def _fail(msg: str) -> None:
     raise typer.Exit(code=2)
 
 
+_DEVICE_HELP = "Torch device: cpu, cuda or cuda:N (checked before loading)."
+_DTYPE_HELP = "Model dtype: float32, bfloat16 or float16."
+
+
+def _runtime(device: Optional[str], dtype: Optional[str]) -> dict:
+    """Validated ``--device`` / ``--dtype`` as ``load_model`` keyword arguments (None = its default)."""
+    from neuronscope import validate
+
+    out = {}
+    if validate.device("--device", device) is not None:
+        out["device"] = device.strip()
+    if validate.dtype("--dtype", dtype) is not None:
+        out["dtype"] = dtype
+    return out
+
+
+def _items(spec: str, seed: int) -> list:
+    """Question items of ``--data`` (:func:`neuronscope.pipeline.load_items`: files, splits, runs, hub names)."""
+    from neuronscope.pipeline import load_items
+
+    return load_items(spec, seed=seed)
+
+
 # ---------------------------------------------------------------- demo / study / report
 @app.command()
 def demo(
@@ -51,11 +85,18 @@ def demo(
     seed: int = typer.Option(0, help="Random seed."),
     quick: bool = typer.Option(False, help="Smaller configuration (for tests)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """The main job: GD vs SSIUU unlearning, D± curves and heatmaps, logit lens, an attack, one report."""
+    from neuronscope import validate
     from neuronscope.study import StudyConfig, run_study
 
-    summary = run_study(StudyConfig.demo(model=model, seed=seed, quick=quick), out, overwrite=overwrite)
+    validate.seed("--seed", seed)
+    rt = _runtime(device, dtype)
+    validate.model_spec(model)
+    cfg = StudyConfig.demo(model=model, seed=seed, quick=quick)
+    summary = run_study(cfg.merged(rt) if rt else cfg, out, overwrite=overwrite, command="study")
     typer.echo(f"report: {summary['report']}")
     typer.echo(f"summary: {out / 'summary.json'}")
 
@@ -135,18 +176,27 @@ def attribute(
     positions: str = typer.Option("all", help="all non-padding input positions, or prompt."),
     batch_size: int = typer.Option(8),
     seed: int = typer.Option(0, help="Split seed."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Per-neuron attribution (Eq. 1), per-sample max/min over tokens, saved to disk."""
+    from neuronscope import validate
     from neuronscope.attribution import AttributionConfig, attribute as run_attr
     from neuronscope.models import load_model
-    from neuronscope.pipeline import load_items
 
     # Validate options and data before the (slow) model load; the output is written atomically.
+    validate.integer("--batch-size", batch_size, minimum=1)
+    validate.seed("--seed", seed)
+    rt = _runtime(device, dtype)
+    validate.output_file(out)
+    validate.output_file(out.with_suffix(out.suffix + ".json"))
+    validate.model_spec(model)
     cfg = AttributionConfig(target=target, positions=positions, batch_size=batch_size)
-    items = load_items(data, seed=seed)
+    items = _items(data, seed)
     if not items:
         _fail(f"attribute: data {data!r} has no items (empty split)")
-    m = load_model(model)
+    m = load_model(model, **rt)
+    validate.check_context(m, items, data)
     res = run_attr(m, [i.question for i in items], [i.answer for i in items], cfg)
     res.meta.update(data=data, split_seed=seed)
     res.save(out)
@@ -161,9 +211,12 @@ def influence(
     label: str = typer.Option("", help="Label for plots."),
 ) -> None:
     """D̃+/D̃− per neuron (Eq. 4–5 with App. A clipping) from two saved attribution files."""
+    from neuronscope import validate
     from neuronscope.attribution import NeuronAttribution, check_compatible
     from neuronscope.influence import influence_variation
 
+    validate.output_file(out)
+    validate.output_file(out.with_suffix(out.suffix + ".json"))
     a_before, a_after = NeuronAttribution.load(before), NeuronAttribution.load(after)
     check_compatible(a_before, a_after)
     var = influence_variation(a_before, a_after, label=label or str(a_after.meta.get("model", after.stem)))
@@ -181,14 +234,20 @@ def heatmap(
     influence_file: Optional[Path] = typer.Option(None, "--influence", help="A saved influence file instead of models."),
     top: int = typer.Option(100, help="Mean of the top-N D̃ per cell."),
     seed: int = typer.Option(0, help="Split seed."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Module×layer maps of D̃+ and D̃− (paper Fig. 5) from two models + data, or a saved file."""
+    from neuronscope import validate
     from neuronscope.influence import InfluenceVariation
-    from neuronscope.pipeline import influence_between
     from neuronscope.plots import save_figure
 
     if top < 1:
         _fail(f"heatmap: --top must be ≥ 1, got {top}")
+    validate.seed("--seed", seed)
+    rt = _runtime(device, dtype)
+    validate.output_file(out)
+    validate.output_file(out.with_suffix(".png"))
     if influence_file is not None:
         if before or after:
             _fail("heatmap: give --influence FILE or --before/--after models, not both")
@@ -197,9 +256,25 @@ def heatmap(
     else:
         if not before or not after:
             _fail("heatmap: give --before and --after models, or --influence FILE")
-        var = influence_between(before, after, data, seed=seed)
+        var = _influence_between(before, after, data, seed, rt)
     written = save_figure(var.plot_heatmap(top=top), out)
     typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _influence_between(before: str, after: str, data: str, seed: int, rt: dict):
+    """As ``pipeline.influence_between``, with ``--data`` resolved by :func:`_items` and ``--device``/``--dtype``."""
+    from neuronscope import validate
+    from neuronscope.attribution import AttributionConfig, attribute
+    from neuronscope.influence import influence_variation
+    from neuronscope.models import load_model
+
+    validate.model_spec(before, "--before")
+    validate.model_spec(after, "--after")
+    items = _items(data, seed)
+    qs, ans = [i.question for i in items], [i.answer for i in items]
+    a_before = attribute(load_model(before, **rt), qs, ans, AttributionConfig(), progress=True)
+    a_after = attribute(load_model(after, **rt), qs, ans, AttributionConfig(), progress=True)
+    return influence_variation(a_before, a_after, label=Path(after).name or after)
 
 
 # ---------------------------------------------------------------- logit lens / correlation
@@ -210,21 +285,30 @@ def logit_lens_cmd(
     out: Path = typer.Option(..., help="Output directory for logit_lens.html and logit_lens.json."),
     seed: int = typer.Option(0, help="Split seed and distractor seed."),
     batch_size: int = typer.Option(8, help="Prompts per forward pass."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N items."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N items (N ≥ 1)."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Logit lens (paper Fig. 4): per-layer accuracy of gold vs. a random distractor, several models in one report."""
+    from neuronscope import validate
     from neuronscope.lens import logit_lens_report
     from neuronscope.models import load_model
-    from neuronscope.pipeline import load_items
 
-    items = load_items(data, seed=seed)
+    validate.seed("--seed", seed)
+    validate.integer("--batch-size", batch_size, minimum=1)
+    validate.integer("--limit", limit, minimum=1)
+    rt = _runtime(device, dtype)
+    validate.output_files(out, ("logit_lens.html", "logit_lens.json"))
+    items = _items(data, seed)
     if limit is not None:
         items = items[:limit]
     specs = {}
     for spec in model:
         label, path = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
-        specs[label] = path
-    models = {label: load_model(path) for label, path in specs.items()}
+        specs[label] = validate.model_spec(path)
+    models = {label: load_model(path, **rt) for label, path in specs.items()}
+    for m in models.values():
+        validate.check_context(m, items, data)
     paths = logit_lens_report(models, items, out, seed=seed, batch_size=batch_size, progress=True)
     import json
 
@@ -247,12 +331,19 @@ def correlate(
     label_b: str = typer.Option("after", help="Name of model b in the report."),
     seed: int = typer.Option(0, help="Split seed."),
     batch_size: int = typer.Option(8),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Attribution correlation (paper Fig. 6): Pearson/Spearman of per-neuron attributions of two models."""
+    from neuronscope import validate
     from neuronscope.attribution import AttributionConfig, NeuronAttribution, attribute as run_attr
     from neuronscope.correlation import attribution_correlation, correlation_report
     from neuronscope.errors import NeuronscopeError
 
+    validate.seed("--seed", seed)
+    validate.integer("--batch-size", batch_size, minimum=1)
+    rt = _runtime(device, dtype)
+    validate.output_files(out, ("correlation.html", "correlation.json"))
     if before_attr is not None or after_attr is not None:
         if before_attr is None or after_attr is None:
             raise NeuronscopeError("correlate: give both --before-attr and --after-attr")
@@ -261,13 +352,14 @@ def correlate(
         a, b = NeuronAttribution.load(before_attr), NeuronAttribution.load(after_attr)
     elif model_a and model_b:
         from neuronscope.models import load_model
-        from neuronscope.pipeline import load_items
 
-        items = load_items(data, seed=seed)
+        validate.model_spec(model_a, "--model-a")
+        validate.model_spec(model_b, "--model-b")
+        items = _items(data, seed)
         qs, ans = [i.question for i in items], [i.answer for i in items]
         cfg = AttributionConfig(batch_size=batch_size)
-        a = run_attr(load_model(model_a), qs, ans, cfg)
-        b = run_attr(load_model(model_b), qs, ans, cfg)
+        a = run_attr(load_model(model_a, **rt), qs, ans, cfg)
+        b = run_attr(load_model(model_b, **rt), qs, ans, cfg)
     else:
         raise NeuronscopeError("correlate: give --before-attr and --after-attr, or --model-a and --model-b with --data")
     res = attribution_correlation(a, b, label_a=label_a, label_b=label_b)
@@ -302,18 +394,37 @@ def unlearn(
     splits: Optional[Path] = typer.Option(None, help="Reuse the splits.json of an earlier run (same split for every method)."),
     eval_splits: str = typer.Option("forget,retain,test", help="Splits scored after unlearning (FS, RS)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from checkpoints in OUT."),
-    overwrite: bool = typer.Option(False, help="Replace a finished run in OUT (refused otherwise)."),
-    dtype: Optional[str] = typer.Option(None, help="Model dtype (default: the config file's runtime, else float32)."),
-    device: Optional[str] = typer.Option(None, help="Torch device (default: the config file's runtime, else cpu)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace the neuronscope run in OUT (kept until the new run has loaded data and model; restored if it fails)."),
+    dtype: Optional[str] = typer.Option(None, help="Model dtype: float32, bfloat16 or float16 (default: the config file's runtime, else float32)."),
+    device: Optional[str] = typer.Option(None, help="Torch device: cpu, cuda or cuda:N (default: the config file's runtime, else cpu)."),
 ) -> None:
     """Unlearn the forget split with one method; early stop at FS ≤ threshold; save model + config + history."""
+    from neuronscope import validate
     from neuronscope.unlearning.run import resolve_config, run_unlearning
 
+    validate.numbers("--lr", lr)  # finite; > 0 is checked with the grid
+    validate.number("--lam", lam, minimum=0)
+    validate.number("--threshold", threshold)
+    validate.integer("--max-epochs", max_epochs, minimum=1)
+    validate.integer("--max-steps", max_steps, minimum=1)
+    validate.integer("--batch-size", batch_size, minimum=1)
+    validate.integer("--checkpoint-every", checkpoint_every, minimum=0)
+    validate.integer("--known-candidates", known_candidates, minimum=1)
+    validate.seed("--seed", seed)
+    validate.seed("--split-seed", split_seed)
+    _runtime(device, dtype)
+    if model is not None:
+        validate.model_spec(model)
     overrides = dict(lam=lam, max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, threshold=threshold,
                      seed=seed, checkpoint_every=checkpoint_every, ssiuu_grad=ssiuu_grad, protocol=protocol)
     cfg, grid, file_model, runtime = resolve_config(method, config, lrs=lr, overrides=overrides)
     if data is None and config is not None:
         data = _config_data(config)
+    if device is None:
+        validate.device(f"{config}: runtime.device", runtime.get("device"))
+    if dtype is None:
+        validate.dtype(f"{config}: runtime.dtype", runtime.get("dtype"))
     s = run_unlearning(out, cfg, model=model or file_model or "smollm2-135m-instruct", lrs=grid, data=data,
                        split_seed=split_seed, known_only=known_only, known_candidates=known_candidates, known_delta=known_delta, splits_file=splits,
                        resume=resume, overwrite=overwrite,
@@ -370,12 +481,27 @@ def attack(
     n_alpaca: int = typer.Option(1000, help="Benign attack: number of Alpaca-format items."),
     alpaca: Optional[str] = typer.Option(None, help="Benign attack: Alpaca-format file or hub name (default: shipped set)."),
     protocol: str = typer.Option("mcqa", help="Knowledge protocol of FS: mcqa (paper Table 3) or cloze (question alone)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace the neuronscope attack run in OUT (kept until the new one has loaded data and model)."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Harmful or benign relearning attack (paper §6.2.2): max FS during retraining, mean over seeds."""
+    from neuronscope import validate
     from neuronscope.attacks import AttackConfig, run_attack
     from neuronscope.errors import write_text_atomic
     from neuronscope.models import load_model
+    from neuronscope.rundir import prepare_run_dir
 
+    validate.number("--p", p)  # finite; the range is AttackConfig's (p=0 names the fraction)
+    validate.numbers("--lr", lr)  # finite; > 0 is checked with the grid
+    validate.integer("--seeds", seeds, minimum=1, maximum=validate.SEED_MAX + 1)
+    validate.integer("--epochs", epochs, minimum=1)
+    validate.integer("--batch-size", batch_size, minimum=1)
+    validate.integer("--n-alpaca", n_alpaca, minimum=1)
+    validate.seed("--split-seed", split_seed)
+    rt = _runtime(device, dtype)
+    validate.model_spec(model)
     forget = _forget_items(data, split_seed)
     every = None if eval_every is None else ("epoch" if eval_every == "epoch" else _int_option("eval-every", eval_every))
     # Question-answer data without false options (TOFU) is scored by ROUGE-L recall (SPEC §11).
@@ -384,13 +510,44 @@ def attack(
         kind=kind, p=p, lrs=tuple(lr) if lr else None, seeds=seeds, epochs=epochs, batch_size=batch_size,
         eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca, protocol=protocol, metric=metric,
     )
-    m = load_model(model)
-    res = run_attack(m, forget, cfg, run_dir=out, progress=True)
-    write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
+    if cfg.kind == "benign":  # the instruction data, before the model load and before any output
+        from neuronscope.data import load_alpaca
+
+        load_alpaca(cfg.alpaca_path, n=cfg.n_alpaca, seed=0)
+    with prepare_run_dir(out, command="attack", overwrite=overwrite, finished=("attack.html",),
+                         progress=("attack.json",)) as rd:
+        if rd.state == "resume":
+            _check_same_attack(out, cfg)
+        validate.output_files(out, ("attack.html", "attack.json", "attack_config.json"))
+        m = load_model(model, **rt)
+        validate.check_context(m, forget, data)
+        rd.claim()
+        res = run_attack(m, forget, cfg, run_dir=out, progress=True)
+        write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
     for lr_, v in res.per_lr().items():
         typer.echo(f"lr {lr_:g}: max FS during retraining {100 * v:.2f}% (mean over {len(cfg.seeds)} seeds)")
     typer.echo(f"{cfg.label} attack score ({cfg.protocol}): {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
     typer.echo(f"wrote {out / 'attack.json'}, {out / 'attack.html'}")
+
+
+def _check_same_attack(out: Path, cfg) -> None:
+    """An unfinished attack run is resumed only under the same configuration (else its runs would be replaced)."""
+    from neuronscope import validate
+    from neuronscope.errors import NeuronscopeError
+
+    saved = out / "attack_config.json"
+    if not saved.exists():
+        return
+    old = validate.json_file(saved, "attack config")
+    new = json.loads(json.dumps(cfg.to_dict()))
+    if not isinstance(old, dict):
+        raise NeuronscopeError(f"{saved}: corrupt attack config (not a JSON object)")
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise NeuronscopeError(
+            f"{out}: holds an unfinished attack with another configuration (field {diff[0]!r}: {old.get(diff[0])!r} "
+            f"vs {new.get(diff[0])!r}); use --overwrite to replace it or choose another --out"
+        )
 
 
 def _int_option(name: str, value: str) -> int:
@@ -419,6 +576,8 @@ def report(
     profile: str = typer.Option("cpu", help="Built-in configuration with --methods: cpu (1 seed, reduced attacks) or paper."),
     model: Optional[str] = typer.Option(None, help="Base model (with --methods; default: the embedded SmolLM2)."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = torch default)."),
+    device: Optional[str] = typer.Option(None, help=_DEVICE_HELP + " With --methods (default: the configuration's)."),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP + " With --methods (default: the configuration's)."),
 ) -> None:
     """Results table in the paper's Table 1 layout from a study run folder (or run it with --methods).
 
@@ -426,8 +585,14 @@ def report(
     already holds a configuration keeps it, only the method list and model change).
     """
     from neuronscope.errors import NeuronscopeError
-    from neuronscope.study import Study, StudyConfig, table_from_run
+    from neuronscope.study import StudyConfig, run_study, table_from_run
 
+    from neuronscope import validate
+
+    validate.integer("--threads", threads, minimum=0)
+    rt = _runtime(device, dtype)
+    if rt and not methods:
+        raise NeuronscopeError("--device/--dtype: only with --methods (a table from saved results loads no model)")
     if methods:
         saved = runs / "study.json"
         if config is not None:
@@ -442,43 +607,74 @@ def report(
             raise NeuronscopeError(f"--profile: expected 'cpu' or 'paper', got {profile!r}")
         names = [m for m in _csv(methods) if m != "default"]
         over = {"methods": {m: cfg.methods.get(m, {}) for m in names}, **({"model": model} if model else {}),
-                **({"threads": threads} if threads else {})}
-        Study(cfg.merged(over, source="--methods"), runs).run()
+                **({"threads": threads} if threads else {}), **rt}
+        run_study(cfg.merged(over, source="--methods"), runs, resume_finished=True, command="study")
     table = table_from_run(runs)
     paths = table.save(out)
     typer.echo(table.to_markdown())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def main() -> None:
-    """Console-script entry point with one-line errors (exit code 2)."""
-    from neuronscope.errors import NeuronscopeError
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point: one-line errors and the exit codes of the module docstring.
 
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+    """
+    import click
+
+    from neuronscope.errors import DISK_ERRNOS, NeuronscopeError
+
+    _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        rc = app(standalone_mode=False)
-        # With standalone_mode=False click returns (not raises) the code of typer.Exit.
+        rc = app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns (not raises) the code of typer.Exit; typer
+        # turns KeyboardInterrupt into Exit(130) before it gets here.
+        if rc == 130:
+            raise KeyboardInterrupt
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except NeuronscopeError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort (after printing an empty line); say what was kept.
+        from neuronscope import rundir
 
-        if isinstance(exc, click.exceptions.ClickException):
+        note = rundir.last_exit_note or "no partial output was left (files are written whole or not at all); run the command again"
+        typer.echo(f"error: interrupted (Ctrl-C): {note}", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:  # usage errors: bad option value, missing option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare command: its help
             exc.show()
             sys.exit(2)
+        typer.echo(f"error: {_one_line(exc.format_message())} (see --help)", err=True)
+        sys.exit(2)
+    except OSError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-        sys.exit(1)
+        if exc.errno in DISK_ERRNOS:
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}cannot write ({exc.strerror or exc}); files written before are intact", err=True)
+            sys.exit(2)
+        _internal(exc)
+    except Exception as exc:
+        if _STATE["debug"]:
+            raise
+        _internal(exc)
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+def _internal(exc: BaseException) -> None:
+    typer.echo(f"error: internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", err=True)
+    sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -135,15 +135,19 @@ def diagnose(config: DiagnoseConfig, out: str | Path, *, progress: bool = True, 
             than 3 forget items known by the base model, or a finished diagnosis without
             ``overwrite``.
     """
+    from neuronscope.rundir import prepare_run_dir
+
+    with prepare_run_dir(out, command="diagnose", overwrite=overwrite, progress=("stages/*.json",)) as rd:
+        return _diagnose(rd, config, Path(out), progress)
+
+
+def _diagnose(rd, config: DiagnoseConfig, out: Path, progress: bool) -> dict:
     from neuronscope.data import FaithUnSplits
     from neuronscope.evaluation import DEFAULT_DELTA, known_facts
     from neuronscope.models import load_model
     from neuronscope.pipeline import load_items
     from neuronscope.study import Study
 
-    out = Path(out)
-    if (out / "summary.json").exists() and not overwrite:
-        raise NeuronscopeError(f"{out}: already holds a finished diagnosis (use --overwrite)")
     forget = load_items(config.forget, seed=config.seed)
     retain = load_items(config.retain, seed=config.seed) if config.retain else []
     if not all(it.false_options for it in forget):
@@ -167,12 +171,7 @@ def diagnose(config: DiagnoseConfig, out: str | Path, *, progress: bool = True, 
             "nothing to diagnose — there is no knowledge to erase or hide")
 
     study = Study(config.study_config(protocol), out, progress=progress, base=base)
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        import shutil
-
-        shutil.rmtree(out / "stages", ignore_errors=True)
-        (out / "summary.json").unlink(missing_ok=True)
+    rd.claim()  # first write from here on
     write_json_atomic(out / "diagnose.json", asdict(config))
     study.use_splits(
         FaithUnSplits(forget=known, retain=list(retain), test=[], held_out=[]),

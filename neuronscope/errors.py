@@ -7,9 +7,11 @@ the file, field or value at fault; the CLI prints it and exits with code 2.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +46,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             cannot be replaced (e.g. a file is to be written where a directory is).
     """
     final = Path(path)
+    check_replaceable(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         if is_dir:
@@ -66,12 +69,41 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             os.replace(tmp, final)
         except OSError as exc:  # e.g. the output path is an existing directory (or a file, for is_dir)
             raise NeuronscopeError(f"{final}: cannot write ({exc.strerror})") from None
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            # Disk full, quota, permission, read-only file system: one line; the previous
+            # ``final`` (if any) was never touched.
+            kept = "the previous version is unchanged" if final.exists() else "nothing was written"
+            raise NeuronscopeError(f"{final}: cannot write ({exc.strerror or exc}); {kept}") from None
         raise
+
+
+#: errno values of write failures that are conditions of the disk, not bugs.
+DISK_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EFBIG", "EIO") if hasattr(errno, n)
+)
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse to replace an existing read-only file (its content and mode are left as they are).
+
+    A rename over a file in a writable folder would succeed even when the file itself is
+    read-only; a user who made an output read-only wants it kept.
+
+    Raises:
+        NeuronscopeError: ``path`` is an existing file without write permission.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise NeuronscopeError(f"{p}: existing output file is read-only; not replacing it (make it writable or choose another output)")
 
 
 def _umask() -> int:

@@ -1048,30 +1048,39 @@ def _penalty_share(history: list[dict], lam: float) -> dict[str, Any]:
 
 
 def run_study(config: StudyConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True,
-              base=None) -> dict:
+              base=None, command: str = "study", resume_finished: bool = False) -> dict:
     """Run ``config`` into the run folder ``out`` (resuming its finished stages) and return the summary.
+
+    The folder is handled by :func:`neuronscope.rundir.prepare_run_dir`: it must be new, empty or
+    a neuronscope run folder; it is locked while this process writes; nothing is written (and a
+    run being replaced is not touched) until the data and the base model are loaded.
 
     Args:
         config: The study configuration.
-        out: Run folder. One that holds a finished run (``summary.json``) of the *same*
-            configuration is refused unless ``overwrite``; any other change of configuration
+        out: Run folder. A finished run (``summary.json``) is refused unless ``overwrite``
+            (which replaces it whole) or ``resume_finished`` (which adds to it: ``neuronscope
+            report --methods``); an unfinished one resumes, and a changed configuration
             recomputes only the stages whose inputs changed.
-        overwrite: Recompute every stage of a finished run.
+        overwrite: Replace the run in ``out``; the old one is kept until the new one starts
+            writing and restored if the new one fails.
         progress: Progress bars.
         base: An already loaded base model.
+        command: The command recorded in the folder's marker.
+        resume_finished: Continue a finished run (its cached stages are reused).
 
     Raises:
-        NeuronscopeError: A finished run without ``overwrite``; bad data, model or configuration.
+        NeuronscopeError: A finished run without ``overwrite``; a folder that is not a
+            neuronscope run or is locked; bad data, model or configuration.
     """
-    out = Path(out)
-    if (out / "summary.json").exists():
-        if not overwrite:
-            raise NeuronscopeError(f"{out}: run directory already holds a finished run (use --overwrite)")
-        import shutil
+    from neuronscope.rundir import prepare_run_dir
 
-        shutil.rmtree(out / "stages", ignore_errors=True)
-        (out / "summary.json").unlink()
-    return Study(config, out, progress=progress, base=base).run()
+    with prepare_run_dir(out, command=command, overwrite=overwrite,
+                         finished=() if resume_finished else ("summary.json",), progress=("stages/*.json",)) as rd:
+        study = Study(config, out, progress=progress, base=base)
+        study.items  # noqa: B018  (data errors before anything is written)
+        study.base  # noqa: B018  (so are model errors)
+        rd.claim()
+        return study.run()
 
 
 def table_from_run(run_dir: str | Path):

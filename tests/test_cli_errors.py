@@ -8,7 +8,16 @@ time (module fixture), so selecting one test still runs them all. For every case
 * stderr, as a terminal shows it (text overdrawn with ``\\r`` dropped) and without progress-bar
   lines, is exactly one line, starting with ``error:`` and naming the file / field / value;
 * no ``Traceback``;
-* no output file was written (or the existing run directory is unchanged).
+* no output file was written, declared output folders do not exist at all, and every file of
+  the case directory (run folders included) is unchanged, bytes and mode.
+
+Issue 14 added the cases below "round 2": ``--overwrite`` on a folder that is not a run, or on
+a finished run with bad data or an unknown model (the old run stays byte-identical); seeds
+beyond numpy's range; negative counts; NaN learning rates; absent devices; unknown dtypes;
+corrupt run / model / attack configs; a read-only output file (content and mode kept); Alpaca
+data that is too small or unreachable (no ``attack_config.json`` left behind); hub names for
+``--data`` (``attribute`` resolves them as ``unlearn`` does); a run folder locked by a live
+process (the message names its pid and host).
 
 ``--debug`` shows the traceback instead.
 """
@@ -19,6 +28,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +47,7 @@ class Case:
     expect: list[str]  # substrings of the error line (file / field / value)
     outputs: list[str] = field(default_factory=list)  # paths (relative to the case dir) that must hold no file
     env: dict[str, str] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)  # paths that must not exist at all (not even an empty folder)
 
 
 def _rec(**kw) -> str:
@@ -95,7 +107,8 @@ CASES: dict[str, Case] = {
     ),
     "sequence longer than the context": Case(
         ["attribute", "--model", "tiny-llama", "--data", "long.jsonl", "--out", "out/a.safetensors"],
-        ["tokens is longer than the context of tiny-llama (512 tokens)"], ["out"],
+        ["long.jsonl: record 1 (id 'long-1'): input of", "tokens is longer than the context of tiny-llama (512 tokens)"],
+        ["out"],
     ),
     "zero learning rate": Case(
         ["unlearn", "--model", "tiny-llama", "--method", "gd", "--lr", "0", "--out", "out"],
@@ -126,6 +139,87 @@ CASES: dict[str, Case] = {
         ["unlearn", "--model", "tiny-llama", "--method", "gd", "--out", "finished"],
         ["finished", "already holds a finished run", "--overwrite"], [],
     ),
+    # ---- issue 14, round 2
+    "--overwrite on a folder that is not a run": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--overwrite", "--out", "userdir"],
+        ["userdir: folder is not empty and is not a neuronscope run", "nothing was changed"], [],
+    ),
+    "--overwrite a finished run with bad data": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--overwrite", "--data", "malformed.jsonl", "--out", "finished"],
+        ["malformed.jsonl", "line 2", "malformed JSON"], [],
+    ),
+    "--overwrite a finished run with an unknown model": Case(
+        ["unlearn", "--model", "no-such-dir", "--method", "gd", "--overwrite", "--out", "finished"],
+        ["no-such-dir", "cannot load model"], [],
+    ),
+    "seed beyond numpy's range": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--seed", str(2**70), "--out", "out"],
+        ["--seed", "0 .. 2**32-1", str(2**70)], [], absent=["out"],
+    ),
+    "negative --known-candidates": Case(
+        ["unlearn", "--model", "tiny-llama", "--known-only", "--known-candidates", "-5", "--out", "out"],
+        ["--known-candidates", "≥ 1", "-5"], [], absent=["out"],
+    ),
+    "NaN learning rate in a grid": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--lr", "1e-5", "--lr", "nan", "--out", "out"],
+        ["--lr", "finite", "nan"], [], absent=["out"],
+    ),
+    "absent device": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--device", "cuda:99", "--out", "out"],
+        ["--device cuda:99"], [], absent=["out"],
+    ),
+    "unknown device string": Case(
+        ["attack", "--model", "tiny-llama", "--device", "tpu", "--out", "out"],
+        ["--device", "expected cpu, cuda or cuda:N", "'tpu'"], [], absent=["out"],
+    ),
+    "integer dtype": Case(
+        ["attribute", "--model", "tiny-llama", "--dtype", "int8", "--out", "out/a.safetensors"],
+        ["--dtype", "float32, bfloat16, float16", "'int8'"], [], absent=["out"],
+    ),
+    "unknown dtype": Case(
+        ["unlearn", "--model", "tiny-llama", "--dtype", "float99", "--out", "out"],
+        ["--dtype", "'float99'"], [], absent=["out"],
+    ),
+    "negative --limit": Case(
+        ["logit-lens", "--model", "tiny-llama", "--limit", "-1", "--out", "out"],
+        ["--limit", "≥ 1", "-1"], [], absent=["out"],
+    ),
+    "corrupt run config": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--config", "oldrun/config.json", "--out", "out"],
+        ["oldrun/config.json", "invalid JSON"], [], absent=["out"],
+    ),
+    "corrupt config.json of a saved model": Case(
+        ["attack", "--model", "broken_model", "--out", "out"],
+        ["broken_model/config.json", "corrupt model config", "invalid JSON"], [], absent=["out"],
+    ),
+    "corrupt attack_config.json of an unfinished attack": Case(
+        ["attack", "--model", "tiny-llama", "--out", "attack_run"],
+        ["attack_run/attack_config.json", "corrupt attack config"], [],
+    ),
+    "read-only output file": Case(
+        ["attribute", "--model", "tiny-llama", "--out", "readonly.safetensors"],
+        ["readonly.safetensors", "read-only", "not replacing"], [],
+    ),
+    "benign attack with too few Alpaca items": Case(
+        ["attack", "--model", "tiny-llama", "--kind", "benign", "--alpaca", "alpaca3.jsonl", "--n-alpaca", "10", "--out", "out"],
+        ["alpaca3.jsonl", "n=10", "only 3"], [], absent=["out"],
+    ),
+    "benign attack with a hub name while offline": Case(
+        ["attack", "--model", "tiny-llama", "--kind", "benign", "--alpaca", "no-such-org/alpaca", "--out", "out"],
+        ["no-such-org/alpaca", "Hub"], [], absent=["out"],
+    ),
+    "unlearn with a hub name while offline": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--data", "no-such-org/facts", "--out", "out"],
+        ["no-such-org/facts", "Hub"], [], absent=["out"],
+    ),
+    "attribute with a hub name while offline (as unlearn)": Case(
+        ["attribute", "--model", "tiny-llama", "--data", "no-such-org/facts", "--out", "out/a.safetensors"],
+        ["no-such-org/facts", "Hub"], [], absent=["out"],
+    ),
+    "second writer into a locked run": Case(
+        ["unlearn", "--model", "tiny-llama", "--method", "gd", "--out", "locked"],
+        ["locked: locked by another neuronscope process", "command 'unlearn'"], [],
+    ),
 }
 
 
@@ -150,9 +244,30 @@ def _make_inputs(d: Path) -> None:
     (d / "a_file").write_text("a regular file, not a directory\n")
     fin = d / "finished"
     fin.mkdir()
+    (fin / ".neuronscope-run").write_text('{"command": "unlearn", "version": "0.1.0", "created": "2026-01-01"}\n')
     (fin / "summary.json").write_text('{"done": true}\n')
     (fin / "config.json").write_text('{"model": "tiny-llama"}\n')
     (fin / "report.html").write_text("<html>finished</html>\n")
+    (d / "oldrun").mkdir()
+    (d / "oldrun" / "config.json").write_text('{"method": "gd", "lr": 1e-5,\n')  # truncated: corrupt
+    (d / "userdir").mkdir()
+    (d / "userdir" / "precious.txt").write_text("x\n")
+    (d / "broken_model").mkdir()
+    (d / "broken_model" / "config.json").write_text('{"model_type": "llama", ')
+    att = d / "attack_run"
+    att.mkdir()
+    (att / ".neuronscope-run").write_text('{"command": "attack"}\n')
+    (att / "attack_config.json").write_text("{oops")
+    (att / "attack.json").write_text('{"runs": []}\n')
+    ro = d / "readonly.safetensors"
+    ro.write_bytes(b"precious attribution")
+    ro.chmod(0o444)
+    (d / "alpaca3.jsonl").write_text("".join(
+        json.dumps({"instruction": f"Say {i}.", "input": "", "output": f"{i}"}) + "\n" for i in range(3)))
+    locked = d / "locked"
+    locked.mkdir()
+    (locked / ".neuronscope-run").write_text('{"command": "unlearn"}\n')
+    (locked / "train").mkdir()
 
 
 def _make_models(d: Path) -> None:
@@ -185,13 +300,13 @@ def _run(cmd: list[str], cwd: Path, extra_env: dict[str, str]) -> subprocess.Com
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def _snapshot(d: Path) -> dict[str, bytes]:
-    """Every file under ``d`` (the shared, symlinked model directories excluded)."""
+def _snapshot(d: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``d`` with its bytes and mode (the shared, symlinked model directories excluded)."""
     out = {}
     for p in sorted(d.rglob("*")):
         rel = p.relative_to(d)
         if rel.parts[0] not in MODEL_DIRS and p.is_file():
-            out[str(rel)] = p.read_bytes()
+            out[str(rel)] = (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
     return out
 
 
@@ -204,21 +319,36 @@ def _case_dir(tmp_path_factory, name: str, inputs: Path, models: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Run every case (two at a time), each in a private copy of the input directory."""
+def runs(tmp_path_factory, request):
+    """Run the selected cases (two at a time), each in a private copy of the input directory.
+
+    Only the cases of the collected tests run (``-k`` selects cases; each costs a subprocess).
+    """
+    selected = {it.callspec.params["name"] for it in request.session.items
+                if getattr(it, "callspec", None) is not None and it.module is sys.modules[__name__]
+                and "name" in it.callspec.params}
+    cases = {name: c for name, c in CASES.items() if name in selected or name == "missing file"}
     inputs = tmp_path_factory.mktemp("cli_inputs")
     _make_inputs(inputs)
     models = tmp_path_factory.mktemp("cli_models")
     _make_models(models)
-    dirs = {name: _case_dir(tmp_path_factory, f"case{i}", inputs, models) for i, name in enumerate(CASES)}
+    dirs = {name: _case_dir(tmp_path_factory, f"case{i}", inputs, models) for i, name in enumerate(cases)}
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    lock = {"pid": holder.pid, "host": socket.gethostname(), "command": "unlearn", "started": "2026-01-01T00:00:00+00:00"}
+    if "second writer into a locked run" in dirs:
+        (dirs["second writer into a locked run"] / "locked" / ".neuronscope-lock").write_text(json.dumps(lock))
     before = {name: _snapshot(d) for name, d in dirs.items()}
     debug_dir = _case_dir(tmp_path_factory, "debug", inputs, models)
-    jobs = {name: (_command(c), dirs[name], c.env) for name, c in CASES.items()}
+    jobs = {name: (_command(c), dirs[name], c.env) for name, c in cases.items()}
     jobs["--debug"] = ([sys.executable, "-m", "neuronscope.cli", "--debug", *CASES["missing file"].argv], debug_dir, {})
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, *job) for name, job in jobs.items()}
-        results = {name: f.result() for name, f in futures.items()}
-    return {"results": results, "dirs": dirs, "before": before}
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(_run, *job) for name, job in jobs.items()}
+            results = {name: f.result() for name, f in futures.items()}
+    finally:
+        holder.kill()
+        holder.wait()
+    return {"results": results, "dirs": dirs, "before": before, "holder": holder.pid}
 
 
 _PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")
@@ -256,13 +386,18 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(runs, name):
     for rel in case.outputs:
         p = d / rel
         assert not (p.is_file() or (p.is_dir() and any(x.is_file() for x in p.rglob("*")))), f"{name}: wrote {p}"
+    for rel in case.absent:
+        assert not (d / rel).exists(), f"{name}: left {d / rel} behind"
+    if name == "second writer into a locked run":
+        assert f"pid {runs['holder']} on {socket.gethostname()}" in line, line
     after = _snapshot(d)
     if name == "diverging loss":
         # The run stops at the bad step; the last good checkpoint stays, no result or model is written.
         new = sorted(set(after) - set(runs["before"][name]))
         assert "out/train/checkpoint/state.pt" in new and "out/train/checkpoint/model.safetensors" in new, new
         assert not [k for k in new if k.endswith(("summary.json", "result.json", "history.json")) or "/model/" in k], new
-        assert not [k for k in new if Path(k).name.startswith(".") or k.endswith(".tmp")], new
+        assert "out/.neuronscope-run" in new  # the run marker (issue 14): the checkpoint is resumable
+        assert not [k for k in new if (Path(k).name.startswith(".") and k != "out/.neuronscope-run") or k.endswith(".tmp")], new
         after = {k: v for k, v in after.items() if k not in new}
     assert after == runs["before"][name], f"{name}: files changed: {sorted(set(after) ^ set(runs['before'][name]))}"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,8 +71,11 @@ def run_unlearning(
         dtype / device: Model precision and device.
         progress: Progress bars.
         resume: Continue from checkpoints in ``out``.
-        overwrite: Replace a finished run in ``out`` (one with ``summary.json``); without it
-            such a directory is refused, so a finished model is never overwritten by accident.
+        overwrite: Replace a run in ``out`` (a folder marked by neuronscope, see
+            :mod:`neuronscope.rundir`). Nothing is deleted up front: the old run is moved aside
+            only once data, split and model are loaded, deleted when the new run finishes and
+            moved back if it fails. Without it a finished run (``summary.json``) is refused; a
+            non-empty folder that is not a neuronscope run is refused either way.
 
     Returns:
         The summary written to ``summary.json``: method, model, protocol, lr, reached, steps,
@@ -81,24 +83,40 @@ def run_unlearning(
         ``config.protocol``).
 
     Raises:
-        NeuronscopeError: Bad data file, unknown model, empty split, bad split name.
+        NeuronscopeError: Bad data file, unknown model, empty split, bad split name, bad
+            dtype / absent device / seed out of range, an output folder that is not a
+            neuronscope run or is locked by another process (nothing is written in these cases).
     """
-    from neuronscope.data import load_data, load_source, load_splits_file, split_faithun
-    from neuronscope.evaluation import DEFAULT_DELTA, knowledge_evaluate, known_facts
-    from neuronscope.models import clone_model, load_model
+    from neuronscope import validate
+    from neuronscope.rundir import prepare_run_dir
 
     for name in eval_splits:
         if name not in _SPLIT_KEYS:
             raise NeuronscopeError(f"eval_splits: unknown split {name!r} (expected forget, retain, test)")
+    dtype = validate.dtype("dtype", dtype) if isinstance(dtype, str) else dtype
+    device = validate.device("device", device) if isinstance(device, str) else device
+    validate.seed("split_seed", split_seed)
+    validate.integer("known_candidates", known_candidates, minimum=1)
+    validate.numbers("lr", lrs, positive=True)
+    if isinstance(model, str):
+        validate.model_spec(model, "model")
     out = Path(out)
-    if (out / "summary.json").exists():
-        if not overwrite:
-            raise NeuronscopeError(f"{out}: output directory already holds a finished run (use --overwrite)")
-        shutil.rmtree(out)
-    try:  # fail before loading a model when the output cannot be written
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NeuronscopeError(f"{out}: cannot create output directory ({exc.strerror})") from None
+    # Nothing is written (and an old run is not touched) until the data, the split and the model
+    # are loaded: rd.claim() below moves a replaced run aside and writes the run marker.
+    with prepare_run_dir(out, command="unlearn", overwrite=overwrite, finished=("summary.json",)) as rd:
+        return _run(rd, out, config, model=model, lrs=lrs, data=data, split_seed=split_seed, known_only=known_only,
+                    known_candidates=known_candidates, known_delta=known_delta, splits_file=splits_file,
+                    eval_splits=eval_splits, dtype=dtype,
+                    device=device, progress=progress, resume=resume)
+
+
+def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_seed, known_only, known_candidates,
+         known_delta, splits_file, eval_splits, dtype, device, progress, resume) -> dict[str, Any]:
+    from neuronscope import validate
+    from neuronscope.data import load_data, load_source, load_splits_file, split_faithun
+    from neuronscope.evaluation import DEFAULT_DELTA, knowledge_evaluate, known_facts
+    from neuronscope.models import clone_model, load_model
+
     # Any supported data (FaithUn, the FaithUn release, TOFU, ...); the splits record its source.
     if splits_file is not None and data is None:
         splits = load_splits_file(splits_file)
@@ -122,6 +140,7 @@ def run_unlearning(
     elif splits is None:
         splits = None if known_only else loaded.split(seed=split_seed)
     base = load_model(model, dtype=dtype, device=device)
+    validate.check_context(base, items, str(data) if data is not None else "embedded FaithUn set")
     pool = None
     if splits is None:
         candidates = list(items)
@@ -131,6 +150,7 @@ def run_unlearning(
         pool = known_facts(base, candidates, config.protocol, known_delta, option_seed=config.option_seed,
                            progress=progress).known_ids()
         splits = loaded.make_splits(split_faithun(items, seed=split_seed, forget_pool=pool))
+    rd.claim()  # first write from here on
     if lrs:
         best, result = lr_search(
             lambda: clone_model(base), splits.forget, splits.retain, config, lrs, run_dir=out / "search", progress=progress
