@@ -96,7 +96,7 @@ def demo(
     rt = _runtime(device, dtype)
     validate.model_spec(model)
     cfg = StudyConfig.demo(model=model, seed=seed, quick=quick)
-    summary = run_study(cfg.merged(rt) if rt else cfg, out, overwrite=overwrite, command="study")
+    summary = run_study(cfg.merged(rt) if rt else cfg, out, overwrite=overwrite, command="demo")
     typer.echo(f"report: {summary['report']}")
     typer.echo(f"summary: {out / 'summary.json'}")
 

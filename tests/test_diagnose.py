@@ -72,7 +72,7 @@ def test_diagnose_verdict_and_evidence_are_recomputable(pair, tmp_path) -> None:
     html = (out / "report.html").read_text()
     assert html.index(v["label"]) < html.index("Table 1 layout")  # the report opens with the verdict
     # a finished diagnosis is not replaced without overwrite
-    with pytest.raises(NeuronscopeError, match="finished diagnosis"):
+    with pytest.raises(NeuronscopeError, match="finished run"):
         diagnose(_cfg(pair), out, progress=False)
 
 

@@ -1,13 +1,15 @@
 """``demo`` run folders through the real command line (issue 14), written against the issue's demands.
 
-The demo / study runner is being rewritten on another branch; these cases state what it must do
-once it calls :func:`neuronscope.rundir.prepare_run_dir`:
+The demo is the study runner's preset (:func:`neuronscope.study.run_study`, which goes through
+:func:`neuronscope.rundir.prepare_run_dir`):
 
 * ``demo --overwrite`` into a folder that is not a neuronscope run: exit 2, one line, the
   user's file untouched;
 * ``demo --overwrite --model no-such-dir`` on a finished demo run: exit 2, one line naming the
   model, the finished run byte-identical (nothing deleted, nothing half-written);
-* a corrupt ``config.json`` in an unfinished demo run folder: exit 2, one line naming the file;
+* a corrupt ``study.json`` in a run folder that ``report --methods`` continues: exit 2, one line
+  naming the file (the demo itself never reads an old configuration: every stage is keyed by its
+  inputs, so a damaged stage file is recomputed);
 * a second ``demo`` into a run folder locked by a live process: exit 2 naming the holder;
 * ``--seed`` beyond numpy's range, an absent ``--device``: exit 2 before anything exists.
 """
@@ -40,9 +42,9 @@ CASES = {
         ["demo", "--model", "no-such-dir", "--quick", "--overwrite", "--out", "finished"],
         ["no-such-dir", "cannot load model"], [],
     ),
-    "corrupt config.json in a run folder": (
-        ["demo", "--model", "tiny-llama", "--quick", "--out", "corrupt"],
-        ["corrupt/config.json"], [],
+    "corrupt study.json in a run folder": (
+        ["report", "--runs", "corrupt", "--methods", "gd", "--model", "tiny-llama", "--out", "table"],
+        ["corrupt/study.json"], ["table"],
     ),
     "second writer into a locked run": (
         ["demo", "--model", "tiny-llama", "--quick", "--out", "locked"],
@@ -70,8 +72,8 @@ def _inputs(d: Path, holder_pid: int) -> None:
     (fin / "config.json").write_text('{"model": "tiny-llama"}\n')
     cor = d / "corrupt"
     cor.mkdir()
-    (cor / ".neuronscope-run").write_text(MARK)
-    (cor / "config.json").write_text('{"model": "tiny-llama", ')
+    (cor / ".neuronscope-run").write_text(MARK.replace('"demo"', '"study"'))
+    (cor / "study.json").write_text('{"model": "tiny-llama", ')
     locked = d / "locked"
     locked.mkdir()
     (locked / ".neuronscope-run").write_text(MARK)
