@@ -544,9 +544,9 @@ class Study:
         if self._base is None:
             from neuronscope.models import load_model
 
-            self.log(f"loading {self.config.model}")
-            c = self.config
+            c, t = self.config, time.perf_counter()
             self._base = load_model(c.model, dtype=c.dtype, device=c.device, seed=c.seed)
+            self.log(f"loaded {c.model} ({time.perf_counter() - t:.0f} s)")
         return self._base
 
     @property
