@@ -44,7 +44,7 @@ from neuronscope.prompts import PROTOCOLS, chat_prompt, knowledge_prompt, sequen
 
 #: Default known-fact margin δ (nats) of :func:`known_facts`; chosen by measurement on the
 #: embedded SmolLM2-135M-Instruct (see :func:`known_facts` and ``benchmarks/protocols.py``).
-DEFAULT_DELTA: float = 1.0
+DEFAULT_DELTA: float = 2.0
 
 
 @dataclass
@@ -308,11 +308,18 @@ def known_facts(
     position bias alone cannot make a fact known. ``cloze`` does not show the options, so one
     order is scored. Always likelihood mode.
 
-    Default δ (:data:`DEFAULT_DELTA` = 1 nat, gold ≥ e ≈ 2.7× as likely as any wrong option):
-    chosen by measurement on the embedded SmolLM2-135M-Instruct and its shipped questions
-    (``benchmarks/protocols.py``): it removes most near-ties (which a few unlearning steps or
-    re-sampling flip) while leaving enough known facts for the demo's 5 % forget split to be
-    drawn from them under ``cloze``.
+    Default δ (:data:`DEFAULT_DELTA` = 2 nats): the gold answer is ≥ e² ≈ 7.4× as likely as
+    each wrong option, i.e. ≥ 79 % of the three options' renormalised probability, so a fact
+    counts as known only when the model answers it with confidence and FS ≤ 0.33 after
+    unlearning means a real change, not a flipped near-tie. Measured on the embedded
+    SmolLM2-135M-Instruct (``benchmarks/protocols.py``, seeded sample of 200 of the 642
+    shipped questions, Wilson 95 % intervals): under ``cloze`` 64.5 % [57.7, 70.8] are correct,
+    47.0 % [40.2, 53.9] known at δ = 1, 34.5 % [28.3, 41.3] at δ = 2 and 25.5 % [20.0, 32.0] at
+    δ = 3; δ = 2 leaves ≈ 220 (≥ 180) known facts, about 7× the demo's 5 % forget split (32
+    questions), so the split is still drawn from a broad pool rather than the few easiest facts.
+    The large-margin facts are not an artefact of answer length (the log-likelihood is not
+    length-normalised): of the 69 sampled facts known at δ = 2, 7 have the strictly shortest
+    gold answer (in tokens) and 8 the strictly longest.
 
     Args:
         model: The hooked model.
@@ -330,31 +337,71 @@ def known_facts(
         NeuronscopeError: Empty ``items``, unknown protocol, or δ negative / not finite.
     """
     _check_protocol(protocol)
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0:
-        raise NeuronscopeError(f"delta: the known-fact margin must be a finite number ≥ 0 (nats), got {delta!r}")
+    _check_delta(delta)
     if len(items) == 0:
         raise NeuronscopeError("known facts: no items to evaluate (empty split)")
-    first = [list(it.options(option_seed)) for it in items]
-    if protocol == "mcqa":
-        n_orders = max(len(o) for o in first)
-        orders = [[rotations(o)[k % len(o)] for o in first] for k in range(n_orders)]
-    else:
-        n_orders, orders = 1, [first]
+    orders = option_orders(items, protocol, option_seed)
     results = [
         knowledge_evaluate(model, items, protocol=protocol, options=o, batch_size=batch_size, progress=progress,
-                           desc=f"known facts ({protocol}, order {k + 1}/{n_orders})")
+                           desc=f"known facts ({protocol}, order {k + 1}/{len(orders)})")
         for k, o in enumerate(orders)
     ]
-    margins = [min(r.margins[i] for r in results) for i in range(len(items))]
+    return combine_orders(results, delta)
+
+
+def _check_delta(delta: float) -> None:
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0:
+        raise NeuronscopeError(f"delta: the known-fact margin must be a finite number ≥ 0 (nats), got {delta!r}")
+
+
+def option_orders(items: Sequence, protocol: str, option_seed: int = 0) -> list[list[list[str]]]:
+    """The option orders :func:`known_facts` scores: ``orders[k][i]`` = item i's options in order k.
+
+    ``mcqa``: every cyclic rotation of ``options(option_seed)`` (k = 0 is that order);
+    ``cloze``: that order only (the prompt does not show the options).
+
+    Raises:
+        NeuronscopeError: Unknown protocol.
+    """
+    _check_protocol(protocol)
+    first = [list(it.options(option_seed)) for it in items]
+    if protocol == "cloze" or not first:
+        return [first]
+    n = max(len(o) for o in first)
+    return [[rotations(o)[k % len(o)] for o in first] for k in range(n)]
+
+
+def combine_orders(results: Sequence[MCQAResult], delta: float = DEFAULT_DELTA) -> KnownFacts:
+    """:class:`KnownFacts` from the likelihood-mode results of every option order of the same items.
+
+    Args:
+        results: One :func:`knowledge_evaluate` result per order of :func:`option_orders`
+            (same items, same protocol, likelihood mode).
+        delta: Margin threshold δ ≥ 0 in nats.
+
+    Raises:
+        NeuronscopeError: No results, results of different items or protocols, generate-mode
+            results, or a bad δ.
+    """
+    _check_delta(delta)
+    if not results:
+        raise NeuronscopeError("known facts: no evaluation results to combine")
+    ids, protocol = results[0].ids, results[0].protocol
+    for r in results:
+        if r.ids != ids or r.protocol != protocol:
+            raise NeuronscopeError("known facts: results of different items or protocols cannot be combined")
+        if len(r.margins) != len(ids):
+            raise NeuronscopeError("known facts: need likelihood-mode results (with margins)")
+    margins = [min(r.margins[i] for r in results) for i in range(len(ids))]
     return KnownFacts(
         protocol=protocol,
         delta=float(delta),
-        ids=[it.id for it in items],
+        ids=list(ids),
         margins=margins,
         correct_all_orders=[m > 0 for m in margins],
         known=[_is_known(m, delta) for m in margins],
         accuracy=results[0].accuracy,
-        n_orders=n_orders,
+        n_orders=len(results),
         accuracy_by_order=[r.accuracy for r in results],
     )
 

@@ -14,10 +14,12 @@ import neuronscope.evaluation as ev
 from neuronscope.data import QAItem
 from neuronscope.errors import ConfigError, NeuronscopeError
 from neuronscope.evaluation import (
+    combine_orders,
     knowledge_evaluate,
     known_facts,
     mcqa_evaluate,
     option_margin,
+    option_orders,
     rotations,
 )
 from neuronscope.prompts import chat_prompt, cloze_prompt, knowledge_prompt, mcqa_prompt
@@ -122,8 +124,24 @@ def test_option_margin_by_hand():
         option_margin([0.0, 1.0], 2)
 
 
-def test_rotations():
+def test_rotations_and_option_orders():
     assert rotations(["a", "b", "c"]) == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    mc = option_orders(ITEMS, "mcqa")
+    assert len(mc) == 3 and [o[0] for o in mc] == rotations(ITEMS[0].options(0))
+    assert option_orders(ITEMS, "cloze") == [[it.options(0) for it in ITEMS]]
+
+
+def test_combine_orders_refuses_mismatched_results(tiny_llama, monkeypatch):
+    monkeypatch.setattr(ev, "packed_option_logprobs", _fake_scores(tiny_llama))
+    a = knowledge_evaluate(tiny_llama, HAND_ITEMS, protocol="cloze")
+    b = knowledge_evaluate(tiny_llama, HAND_ITEMS[:2], protocol="cloze")
+    with pytest.raises(NeuronscopeError, match="different items"):
+        combine_orders([a, b])
+    with pytest.raises(NeuronscopeError, match="no evaluation results"):
+        combine_orders([])
+    with pytest.raises(NeuronscopeError, match="delta"):
+        combine_orders([a], float("nan"))
+    assert combine_orders([a, a], 0.5).known == [True, True, False, False]
 
 
 #: Hand-built option log-likelihoods (nats) without position effects, per question.
