@@ -98,13 +98,12 @@ class UnlearningConfig:
     (issue 12; ``benchmarks/ssiuu_sweep.py share``): the gradient share ‖λ∇R‖/‖∇L_GD‖ at
     λ = 1e-3 on SmolLM2-135M-Instruct and the demo's forget split (31 items, batches of 8, lr 5e-5,
     AdamW; one seed; first active step, the run being GD before it) was 2.42 for this reading
-    (2.52 with ``"initial"``), 0.0028 with the first-order gradient, and — on the tiny model,
-    where SmolLM2 was too slow to finish every reading — 1e-6 to 1e-9 with the target P(y|x).
-    Reasons:
+    (2.52 with ``"initial"``), 0.0028 with the first-order gradient, 0.0099 with the target
+    P(y|x) (exact) and 3.6e-6 with P(y|x) and the first-order gradient. Reasons:
 
     * **target log P, not P**: ∂P/∂θ = P·∂log P/∂θ, so every attribution, R and ∇R scale with the
-      answer probability (multi-token answers: P ≪ 1, and → 1e-13 after unlearning); with P the
-      regulariser is numerically absent (GD), with log P it is not;
+      answer probability (multi-token answers: P ≪ 1, and → 1e-13 after unlearning, so the
+      share at the start, 1 %, only falls); with log P it is 240× larger;
     * **exact, not first order**: the first-order gradient drops ``H_P(r ⊙ θ)``, which is
       10²–10³× the kept ``r ⊙ g`` (cosine with the exact gradient ≈ 0), so it is a different,
       ~10³× weaker force; the exact gradient costs ~2× a GD step;

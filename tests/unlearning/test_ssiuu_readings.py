@@ -81,7 +81,7 @@ def test_recorded_grad_share_and_step_gradient_match_autograd(tiny, forget, reta
     the optimiser against a separate autograd computation (first order = g detached)."""
     _with_grad(tiny)
     lam = 0.3
-    cfg = UnlearningConfig(method="ssiuu", lam=lam, ssiuu_grad=grad, ssiuu_target=target)
+    cfg = UnlearningConfig(method="ssiuu", ssiuu_anchor="batch", lam=lam, ssiuu_grad=grad, ssiuu_target=target)
     params = list(tiny.hf_model.parameters())
     ws, g0 = _attribution(tiny, forget[:2], target)
     gen = torch.Generator().manual_seed(3)

@@ -195,7 +195,7 @@ def test_tiny_exact_gradient_matches_finite_differences(tiny, forget):
 
 def test_ssiuu_first_visit_is_a_gd_step_and_caches_attribution(tiny, forget, retain):
     _with_grad(tiny)
-    cfg = UnlearningConfig(method="ssiuu", lam=0.5, ssiuu_target="logprob")
+    cfg = UnlearningConfig(method="ssiuu", ssiuu_anchor="batch", lam=0.5, ssiuu_target="logprob")
     ssiuu, gd = SSIUU(cfg), GD(cfg)
     loss_s, terms = ssiuu.loss(tiny, forget[:2], retain[:2], 3)
     loss_g, _ = gd.loss(tiny, forget[:2], retain[:2], 3)
@@ -227,7 +227,7 @@ def test_closed_form_first_order_step_equals_autograd(tiny, forget, retain, gran
     """The trainer's first-order path (∂P/∂θ tapped from the GD backward, closed-form penalty
     gradient added after it) equals differentiating GD + λ·penalty with ∂P/∂θ detached."""
     _with_grad(tiny)
-    cfg = UnlearningConfig(method="ssiuu", lam=0.7, ssiuu_grad="first_order", ssiuu_target="logprob",
+    cfg = UnlearningConfig(method="ssiuu", ssiuu_anchor="batch", lam=0.7, ssiuu_grad="first_order", ssiuu_target="logprob",
                            ssiuu_granularity=granularity)
     params = list(tiny.hf_model.parameters())
     ws = attributed_weights(tiny, cfg.ssiuu_modules)

@@ -96,7 +96,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_llama, forget, ret
 
 def test_resume_after_kill_gives_the_same_final_weights(tiny_llama, forget, retain, tmp_path, monkeypatch):
     cfg = UnlearningConfig(
-        method="ssiuu", lr=1e-3, lam=1.0, ssiuu_target="logprob", batch_size=2, max_epochs=2,
+        method="ssiuu", lr=1e-3, lam=1.0, ssiuu_target="logprob", ssiuu_anchor="batch", batch_size=2, max_epochs=2,
         threshold=-1.0, checkpoint_every=2,
     )
     forget = forget[:4]  # two forget batches, two epochs: 4 steps, checkpoints after steps 2 and 4
