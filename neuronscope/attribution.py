@@ -486,8 +486,13 @@ def attribute(
         config: :class:`AttributionConfig`.
         progress: Show a progress bar.
 
+    Under data parallelism (``accelerate launch``, :mod:`neuronscope.distributed`) each process
+    attributes a contiguous share of the items and every process returns the gathered result
+    (the same numbers as one process up to floating-point rounding: the batches differ).
+
     Returns:
-        :class:`NeuronAttribution` with ``[n_samples, n_neurons]`` per module.
+        :class:`NeuronAttribution` with ``[n_samples, n_neurons]`` per module, on the CPU, in
+        float32 for float32/bfloat16/float16 models (float64 models stay float64).
 
     Raises:
         NeuronscopeError: Empty input or bad config.
@@ -497,11 +502,21 @@ def attribute(
         raise NeuronscopeError("attribution: no samples (empty split)")
     if len(questions) != len(answers):
         raise NeuronscopeError(f"attribution: {len(questions)} questions but {len(answers)} answers")
+    from neuronscope import distributed
+
+    # Data parallelism: each process attributes a contiguous share of the items; the per-sample
+    # results are gathered in item order on every process (one process: the whole range).
+    lo, hi = distributed.shard_range(len(questions))
     parts = []
-    starts = range(0, len(questions), cfg.batch_size)
-    for s in tqdm(starts, desc="attribution", unit="batch", disable=not progress, leave=False):
-        batch = encode_qa(model.tokenizer, questions[s : s + cfg.batch_size], answers[s : s + cfg.batch_size])
+    starts = range(lo, hi, cfg.batch_size)
+    show = progress and distributed.is_main()
+    for s in tqdm(starts, desc="attribution", unit="batch", disable=not show, leave=False):
+        e = min(s + cfg.batch_size, hi)
+        batch = encode_qa(model.tokenizer, questions[s:e], answers[s:e])
         parts.append(attribute_batch(model, batch, cfg))
+    if distributed.active():
+        shares = distributed.all_gather_objects(concat(parts) if parts else None)
+        parts = [p for p in shares if p is not None]
     result = concat(parts)
     result.meta["data_fingerprint"] = data_fingerprint(questions, answers)
     result.meta["n_samples"] = len(questions)

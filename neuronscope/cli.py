@@ -26,9 +26,22 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+#: Commands that run data-parallel under ``accelerate launch`` (neuronscope.distributed).
+_DATA_PARALLEL = {"unlearn", "attack", "attribute", "study", "diagnose"}
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     _STATE["debug"] = debug
+    from neuronscope import distributed
+
+    if distributed.init_from_env() and ctx.invoked_subcommand not in _DATA_PARALLEL:
+        from neuronscope.errors import ConfigError
+
+        raise ConfigError(
+            f"{ctx.invoked_subcommand}: does not run data-parallel; run it without accelerate launch "
+            f"(data-parallel commands: {', '.join(sorted(_DATA_PARALLEL))})"
+        )
 
 
 def _fail(msg: str) -> None:
@@ -78,6 +91,10 @@ def attribute(
     m = load_model(model)
     res = run_attr(m, [i.question for i in items], [i.answer for i in items], cfg)
     res.meta.update(data=data, split_seed=seed)
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # the gathered result is written once
+        return
     res.save(out)
     typer.echo(f"wrote {out} ({res.n_samples} samples, {len(res.keys)} modules, target {target}, positions {positions})")
 
@@ -244,6 +261,10 @@ def unlearn(
                        resume=resume, overwrite=overwrite,
                        dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
                        eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
+    from neuronscope import distributed
+
+    if not distributed.is_main():
+        return
     scores = ", ".join(f"{k} {100 * s[k]:.1f}%" for k in ("FS", "RS_retain", "RS_test") if k in s)
     state = f"reached FS ≤ {cfg.threshold} after {s['steps']} steps" if s["reached"] else f"threshold not reached in {s['steps']} steps"
     typer.echo(f"{cfg.method} lr {s['lr']:g}: {state} ({s['seconds_per_step']:.2f} s/step); {scores}")
@@ -280,6 +301,10 @@ def attack(
     )
     m = load_model(model)
     res = run_attack(m, forget, cfg, run_dir=out, progress=True)
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # outputs are written once
+        return
     write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
     for lr_, v in res.per_lr().items():
         typer.echo(f"lr {lr_:g}: max FS during retraining {100 * v:.2f}% (mean over {len(cfg.seeds)} seeds)")

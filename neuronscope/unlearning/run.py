@@ -73,6 +73,7 @@ def run_unlearning(
     Raises:
         NeuronscopeError: Bad data file, unknown model, empty split, bad split name.
     """
+    from neuronscope import distributed
     from neuronscope.data import load_faithun, split_faithun
     from neuronscope.evaluation import mcqa_evaluate
     from neuronscope.models import clone_model, load_model
@@ -84,7 +85,9 @@ def run_unlearning(
     if (out / "summary.json").exists():
         if not overwrite:
             raise NeuronscopeError(f"{out}: output directory already holds a finished run (use --overwrite)")
-        shutil.rmtree(out)
+        if distributed.is_main():
+            shutil.rmtree(out)
+    distributed.barrier()
     try:  # fail before loading a model when the output cannot be written
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -117,10 +120,12 @@ def run_unlearning(
         for name in eval_splits
         if getattr(splits, name)
     }
-    trained.save(out / "model")
-    write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "splits": splits.to_dict()})
-    result.config.save(out / "config.json")
-    write_json_atomic(out / "history.json", result.history)
+    main = distributed.is_main()  # data parallelism: every process holds the same result; one writes
+    if main:
+        trained.save(out / "model")
+        write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "splits": splits.to_dict()})
+        result.config.save(out / "config.json")
+        write_json_atomic(out / "history.json", result.history)
     summary = {
         "method": config.method,
         "model": model,
@@ -135,7 +140,9 @@ def run_unlearning(
         "known_pool": len(pool) if pool is not None else None,
         "lr_grid": list(lrs) if lrs else None,
     }
-    write_json_atomic(out / "summary.json", summary)
+    if main:
+        write_json_atomic(out / "summary.json", summary)
+    distributed.barrier()
     return summary
 
 

@@ -1,0 +1,3 @@
+from neuronscope.cli import main
+
+main()
