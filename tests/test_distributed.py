@@ -1,7 +1,7 @@
 """Data parallelism (neuronscope.distributed, issue 15): 2 gloo processes on the CPU against one.
 
-The 2-process runs happen once per session in ``torch.multiprocessing`` children that join a
-gloo process group (as ``accelerate launch`` would) and save their results; the one-process
+The 2-process runs happen once per module: this process and one ``torch.multiprocessing`` child
+join a gloo process group (as under ``accelerate launch``) and save their results; the one-process
 references are computed here with the same global batches. Tiny random Llama in float64, so
 the only differences are the order of floating-point sums (batches split differently).
 """
@@ -29,20 +29,31 @@ FORGET6 = FORGET + [
 QUESTIONS = [it.question for it in FORGET6 + RETAIN]
 ANSWERS = [it.answer for it in FORGET6 + RETAIN]
 
-#: name -> UnlearningConfig fields of the compared runs (5 steps: both batches are revisited, so
-#: the SSIUU penalty is active from step 3 on).
+#: name -> UnlearningConfig fields of the compared runs (4 steps: both batches are revisited, so
+#: the SSIUU penalty is active in steps 3 and 4).
 JOBS = {
-    "gd": dict(method="gd", lr=2e-3, batch_size=4, max_steps=5),
-    "ssiuu_exact": dict(method="ssiuu", lr=2e-3, batch_size=4, max_steps=5, lam=10.0, ssiuu_grad="exact"),
-    "ssiuu_fo": dict(method="ssiuu", lr=2e-3, batch_size=4, max_steps=5, lam=10.0, ssiuu_grad="first_order"),
+    "gd": dict(method="gd", lr=2e-3, batch_size=4, max_steps=4),
+    "ssiuu_exact": dict(method="ssiuu", lr=2e-3, batch_size=4, max_steps=4, lam=10.0, ssiuu_grad="exact"),
+    "ssiuu_fo": dict(method="ssiuu", lr=2e-3, batch_size=4, max_steps=4, lam=10.0, ssiuu_grad="first_order"),
 }
 DTYPE = torch.float64
 
 
+_CACHE: dict = {}
+
+
 def _model():
+    """The tiny model with its initial weights (loaded once per process, then reset in place)."""
     from neuronscope.models import load_model
 
-    return load_model("tiny-llama", dtype=DTYPE, seed=3)
+    if "model" not in _CACHE:
+        _CACHE["model"] = load_model("tiny-llama", dtype=DTYPE, seed=3)
+        _CACHE["init"] = _weights(_CACHE["model"])
+    model = _CACHE["model"]
+    with torch.no_grad():
+        for k, p in model.hf_model.named_parameters():
+            p.copy_(_CACHE["init"][k])
+    return model
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -71,9 +82,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
             model = _model()
             res = _unlearn(model, job)
             results[job] = {"weights": _weights(model), "history": res.history}
-        # Resume: 3 steps with a checkpoint every step, then continue to 5 in a new call.
+        # Resume: 2 steps with a checkpoint every step, then continue to 4 in a new call.
         model = _model()
-        _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"max_steps": 3, "checkpoint_every": 1})
+        _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"max_steps": 2, "checkpoint_every": 1})
         model = _model()
         res = _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"checkpoint_every": 1}, resume=True)
         results["resumed"] = {"weights": _weights(model), "history": res.history}
@@ -91,11 +102,23 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_procs(tmp_path_factory) -> dict:
+    """Process 0 runs here (its imports are already paid), process 1 in a spawned child."""
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("ddp")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    args = (2, str(out / "init"), str(out))
+    child = mp.get_context("spawn").Process(target=_worker, args=(1, *args), daemon=True)
+    child.start()
+    threads = torch.get_num_threads()
+    try:
+        _worker(0, *args)
+    finally:
+        torch.set_num_threads(threads)
+        child.join(timeout=600)
+        if child.is_alive():
+            child.terminate()
+    assert child.exitcode == 0, f"process 1 failed (exit code {child.exitcode})"
+    assert not distributed.active()
     res = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     res[0]["out"] = out
     res[0]["rank1"] = res[1]
@@ -140,13 +163,13 @@ def test_two_processes_match_one(two_procs, job):
 
 @pytest.mark.slow
 def test_two_process_resume(two_procs):
-    """A 2-process run interrupted after 3 steps and resumed ends with the uninterrupted weights."""
+    """A 2-process run interrupted after 2 steps and resumed ends with the uninterrupted weights."""
     model = _model()
     _unlearn(model, "ssiuu_exact")
     _assert_weights_close(two_procs["resumed"]["weights"], _weights(model), rtol=1e-10)
     out = two_procs["out"] / "run"
     hist = json.loads((out / "history.json").read_text())
-    assert [r["step"] for r in hist] == [0, 1, 2, 3, 4, 5]
+    assert [r["step"] for r in hist] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.slow
