@@ -22,8 +22,10 @@ less sensitive to other processes sharing the two cores, which inflates wall tim
 median of the per-round ratios. Goal: engine/baseline ≤ 1.25.
 
 Memory (measured after all timings): the peak resident set size above the resident size just
-before the call, from ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` (Linux),
-median of 3 calls. Before measuring, glibc's ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` makes every
+before the call, sampled every 0.5 ms by a thread (``benchmarks/peak_memory.py``; on a GPU
+``torch.cuda.max_memory_allocated``), median of 3 calls. (It used to read ``VmHWM`` after a
+reset through ``/proc/self/clear_refs``, which these machines' kernels ignore: most rows
+printed 0 MiB.) Before measuring, glibc's ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` makes every
 tensor its own mapping, so freed tensors go back to the OS and per-call peaks are not hidden
 by a cached heap (timings run with the default allocator settings). Also reported: what
 autograd saves for the backward pass (``saved_tensors_hooks``, parameters excluded) and how
@@ -47,6 +49,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peak_memory import PeakMemory, return_freed_memory  # noqa: E402
 
 from neuronscope.attribution import AttributionConfig, answer_logprob, attribute_batch, frozen_weights  # noqa: E402
 from neuronscope.models import load_model  # noqa: E402
@@ -111,45 +116,19 @@ def run_bridge_frozen(model, batch: TokenBatch) -> None:
         answer_logprob(model, batch).exp().sum().backward()
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+def measure_mem(fn, model, batch) -> float | None:
+    """Peak memory above the start of one call, MiB (None where it cannot be measured)."""
+    with PeakMemory(model.device) as pm:
+        fn(model, batch)
+    return pm.delta
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _fixed_mmap_threshold() -> bool:
-    """glibc: serve every allocation ≥ 64 KiB by its own mmap, returned to the OS on free."""
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 65536))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
-def measure(fn, model, batch) -> tuple[float, float, float | None]:
-    """(wall s, CPU s, peak RSS above the start in MiB) of one call."""
+def measure_time(fn, model, batch) -> tuple[float, float]:
+    """(wall s, CPU s) of one call."""
     gc.collect()
-    can_peak = _reset_peak()
-    rss0 = _status_kb("VmRSS")
     w0, c0 = time.perf_counter(), time.process_time()
     fn(model, batch)
-    w1, c1 = time.perf_counter(), time.process_time()
-    peak = _status_kb("VmHWM") if can_peak else None
-    mem = None if peak is None or rss0 is None else (peak - rss0) / 1024
-    return w1 - w0, c1 - c0, mem
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def autograd_memory(model, batch) -> dict[str, float]:
@@ -201,19 +180,19 @@ def main() -> None:
         res = {k: {"wall": [], "cpu": []} for k in configs}
         for rnd in range(args.repeats + 1):
             for name, fn in configs.items():
-                wall, cpu, _ = measure(fn, model, batch)
+                wall, cpu = measure_time(fn, model, batch)
                 if rnd > 0:
                     res[name]["wall"].append(wall)
                     res[name]["cpu"].append(cpu)
         timing[length] = res
         print(f"  L={length}: timed (load average {os.getloadavg()[0]:.1f})", flush=True)
-    fixed = _fixed_mmap_threshold()
+    fixed = return_freed_memory()
     rows = []
     for length, batch in batches.items():
         res = timing[length]
         for name, fn in configs.items():
             fn(model, batch)
-            res[name]["mem"] = [m for m in (measure(fn, model, batch)[2] for _ in range(3)) if m is not None]
+            res[name]["mem"] = [m for m in (measure_mem(fn, model, batch) for _ in range(3)) if m is not None]
         saved = autograd_memory(model, batch)
         med = {k: {m: (statistics.median(v[m]) if v[m] else float("nan")) for m in v} for k, v in res.items()}
         paired_wall = statistics.median(e / b for e, b in zip(res["engine"]["wall"], res["baseline"]["wall"]))

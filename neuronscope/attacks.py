@@ -568,7 +568,10 @@ def run_attack(
         # Every draw is checked before anything is written or trained (an impossible p fails fast).
         for seed in config.seeds:
             draw_attack_items(forget_items, pool, config.p, seed)
-    if run_dir is not None:
+    from neuronscope import distributed
+
+    write = run_dir is not None and distributed.is_main()  # data parallelism: one writer
+    if write:
         config.save(run_dir / "attack_config.json")
 
     fs_before_cache: dict[tuple[str, ...], float] = {}
@@ -615,7 +618,10 @@ def run_attack(
                 eval_every=config.eval_every,
                 progress=progress,
             )
+            # Free the attacked copy before the next clone (the bridge holds reference cycles, so
+            # without a collection two copies of the model would coexist during the next run).
             del attacked
+            distributed.release_memory()
             steps = _steps_from_history(history, len(values)) or _expected_steps(n_train, config, len(values))
             result.runs.append(
                 AttackRun(
@@ -629,9 +635,9 @@ def run_attack(
                     seconds=time.perf_counter() - t0,
                 )
             )
-            if run_dir is not None:
+            if write:
                 result.save(run_dir / "attack.json")
-    if run_dir is not None:
+    if write:
         result.save(run_dir / "attack.json")
     return result
 

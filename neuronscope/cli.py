@@ -37,9 +37,22 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+#: Commands that run data-parallel under ``accelerate launch`` (neuronscope.distributed).
+_DATA_PARALLEL = {"unlearn", "attack", "attribute"}
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     _STATE["debug"] = debug
+    from neuronscope import distributed
+
+    if distributed.init_from_env() and ctx.invoked_subcommand not in _DATA_PARALLEL:
+        from neuronscope.errors import ConfigError
+
+        raise ConfigError(
+            f"{ctx.invoked_subcommand}: does not run data-parallel; run it without accelerate launch "
+            f"(data-parallel commands: {', '.join(sorted(_DATA_PARALLEL))})"
+        )
 
 
 #: Help of every ``--data`` option (resolved by :func:`neuronscope.pipeline.load_items`).
@@ -199,6 +212,10 @@ def attribute(
     validate.check_context(m, items, data)
     res = run_attr(m, [i.question for i in items], [i.answer for i in items], cfg)
     res.meta.update(data=data, split_seed=seed)
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # the gathered result is written once
+        return
     res.save(out)
     typer.echo(f"wrote {out} ({res.n_samples} samples, {len(res.keys)} modules, target {target}, positions {positions})")
 
@@ -430,6 +447,10 @@ def unlearn(
                        resume=resume, overwrite=overwrite,
                        dtype=dtype or runtime.get("dtype", "float32"), device=device or runtime.get("device", "cpu"),
                        eval_splits=[x.strip() for x in eval_splits.split(",") if x.strip()])
+    from neuronscope import distributed
+
+    if not distributed.is_main():
+        return
     scores = ", ".join(f"{k} {100 * s[k]:.1f}%" for k in ("FS", "RS_retain", "RS_test") if k in s)
     state = f"reached FS ≤ {cfg.threshold} after {s['steps']} steps" if s["reached"] else f"threshold not reached in {s['steps']} steps"
     typer.echo(f"{cfg.method} lr {s['lr']:g}: {state} ({s['seconds_per_step']:.2f} s/step); {scores}")
@@ -510,10 +531,18 @@ def attack(
         kind=kind, p=p, lrs=tuple(lr) if lr else None, seeds=seeds, epochs=epochs, batch_size=batch_size,
         eval_every=every, n_alpaca=n_alpaca, alpaca_path=alpaca, protocol=protocol, metric=metric,
     )
+    from neuronscope import distributed
+
     if cfg.kind == "benign":  # the instruction data, before the model load and before any output
         from neuronscope.data import load_alpaca
 
         load_alpaca(cfg.alpaca_path, n=cfg.n_alpaca, seed=0)
+    if distributed.active() and not distributed.is_main():
+        # data parallelism: the main process holds the run folder and writes every output
+        m = load_model(model, **rt)
+        distributed.barrier()  # after the main process claimed the folder
+        run_attack(m, forget, cfg, run_dir=out, progress=False)
+        return
     with prepare_run_dir(out, command="attack", overwrite=overwrite, finished=("attack.html",),
                          progress=("attack.json",)) as rd:
         if rd.state == "resume":
@@ -522,6 +551,7 @@ def attack(
         m = load_model(model, **rt)
         validate.check_context(m, forget, data)
         rd.claim()
+        distributed.barrier()
         res = run_attack(m, forget, cfg, run_dir=out, progress=True)
         write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
     for lr_, v in res.per_lr().items():

@@ -152,11 +152,29 @@ class AnswerLogprobs:
     tok: Tensor
     rows: Tensor
     n_examples: int
+    _denom: int | None = None
+
+    @property
+    def denominator(self) -> int:
+        """Answer tokens the NLL averages over: this batch's, or under data parallelism the
+        global batch's (summed over processes, :func:`neuronscope.distributed.global_count`)."""
+        if self._denom is None:
+            from neuronscope.distributed import global_count
+
+            self._denom = global_count(int(self.tok.numel()))
+        return self._denom
 
     @property
     def nll(self) -> Tensor:
-        """Token-averaged NLL (equals :func:`neuronscope.prompts.mean_nll`), nats/token."""
-        return -self.tok.mean()
+        """Token-averaged NLL (equals :func:`neuronscope.prompts.mean_nll`), nats/token.
+
+        Under data parallelism: this process's share ``−Σ_local log p / N_global``; the shares
+        (and their gradients) sum to the NLL of the global batch.
+        """
+        n = self.denominator
+        if n == self.tok.numel():
+            return -self.tok.mean()
+        return -self.tok.sum() / n
 
     @property
     def seq(self) -> Float[Tensor, "batch"]:

@@ -87,7 +87,7 @@ def run_unlearning(
             dtype / absent device / seed out of range, an output folder that is not a
             neuronscope run or is locked by another process (nothing is written in these cases).
     """
-    from neuronscope import validate
+    from neuronscope import distributed, validate
     from neuronscope.rundir import prepare_run_dir
 
     for name in eval_splits:
@@ -103,6 +103,13 @@ def run_unlearning(
     out = Path(out)
     # Nothing is written (and an old run is not touched) until the data, the split and the model
     # are loaded: rd.claim() below moves a replaced run aside and writes the run marker.
+    if distributed.active() and not distributed.is_main():
+        # data parallelism: the main process holds the run folder (marker, lock, replacement);
+        # the others write nothing and wait for its claim before reading checkpoints
+        return _run(_Follower(), out, config, model=model, lrs=lrs, data=data, split_seed=split_seed,
+                    known_only=known_only, known_candidates=known_candidates, known_delta=known_delta,
+                    splits_file=splits_file, eval_splits=eval_splits, dtype=dtype, device=device, progress=progress,
+                    resume=resume)
     with prepare_run_dir(out, command="unlearn", overwrite=overwrite, finished=("summary.json",)) as rd:
         return _run(rd, out, config, model=model, lrs=lrs, data=data, split_seed=split_seed, known_only=known_only,
                     known_candidates=known_candidates, known_delta=known_delta, splits_file=splits_file,
@@ -110,9 +117,16 @@ def run_unlearning(
                     device=device, progress=progress, resume=resume)
 
 
+class _Follower:
+    """The run-folder handle of a non-main data-parallel process: it claims nothing."""
+
+    def claim(self) -> None:
+        pass
+
+
 def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_seed, known_only, known_candidates,
          known_delta, splits_file, eval_splits, dtype, device, progress, resume) -> dict[str, Any]:
-    from neuronscope import validate
+    from neuronscope import distributed, validate
     from neuronscope.data import load_data, load_source, load_splits_file, split_faithun
     from neuronscope.evaluation import DEFAULT_DELTA, knowledge_evaluate, known_facts
     from neuronscope.models import clone_model, load_model
@@ -151,6 +165,7 @@ def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_see
                            progress=progress).known_ids()
         splits = loaded.make_splits(split_faithun(items, seed=split_seed, forget_pool=pool))
     rd.claim()  # first write from here on
+    distributed.barrier()
     if lrs:
         best, result = lr_search(
             lambda: clone_model(base), splits.forget, splits.retain, config, lrs, run_dir=out / "search", progress=progress
@@ -172,12 +187,14 @@ def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_see
     scores = {
         _SPLIT_KEYS[name]: score(trained, getattr(splits, name), f"eval {name}") for name in eval_splits if getattr(splits, name)
     }
-    trained.save(out / "model")
-    write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "protocol": config.protocol,
-                                            "known_delta": known_delta if pool is not None else None,
-                                            "splits": splits.to_dict()})
-    result.config.save(out / "config.json")
-    write_json_atomic(out / "history.json", result.history)
+    main = distributed.is_main()  # data parallelism: every process holds the same result; one writes
+    if main:
+        trained.save(out / "model")
+        write_json_atomic(out / "splits.json", {"seed": split_seed, "known_only": known_only, "protocol": config.protocol,
+                                                "known_delta": known_delta if pool is not None else None,
+                                                "splits": splits.to_dict()})
+        result.config.save(out / "config.json")
+        write_json_atomic(out / "history.json", result.history)
     summary = {
         "method": config.method,
         "model": model,
@@ -196,7 +213,9 @@ def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_see
         "known_delta": known_delta if pool is not None else None,
         "lr_grid": list(lrs) if lrs else None,
     }
-    write_json_atomic(out / "summary.json", summary)
+    if main:
+        write_json_atomic(out / "summary.json", summary)
+    distributed.barrier()
     return summary
 
 

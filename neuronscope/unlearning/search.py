@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from neuronscope.distributed import release_memory
 from neuronscope.errors import ConfigError, write_json_atomic
 from neuronscope.models import HookedModel
 from neuronscope.unlearning.config import LAMBDAS, UnlearningConfig
@@ -67,15 +68,20 @@ def lr_search(
     grid = _check_lrs(lrs)
     last: UnlearningResult | None = None
     for lr in grid:
+        if last is not None:
+            # Free the previous try's model *before* building the next one: at most one trained
+            # copy (beside the caller's base model) exists at a time. The bridge holds reference
+            # cycles, so the copy is only freed by a collection.
+            last.model = None
+            release_memory()
         model = model_factory()
         cfg = config.replace(lr=lr)
         sub = Path(run_dir) / f"lr-{lr:g}" if run_dir is not None else None
         res = unlearn(model, forget, retain, cfg, run_dir=sub, eval_items=eval_items, progress=progress)
         res.model = model
+        del model
         if res.reached:
             return lr, res
-        if last is not None:
-            last.model = None
         last = res
     assert last is not None
     return None, last
@@ -153,6 +159,7 @@ def lambda_sweep(
         rows.append(row)
         res.model = None
         del model
+        release_memory()
     if run_dir is not None:
         write_json_atomic(Path(run_dir) / "lambda_sweep.json", rows)
     return rows

@@ -70,6 +70,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from neuronscope import distributed
+from neuronscope.distributed import ssiuu_regulariser as dp_ssiuu_regulariser
 from neuronscope.models import HookedModel
 from neuronscope.unlearning.losses import GD, answer_logprobs, encode_items
 
@@ -386,7 +388,7 @@ class SSIUU(GD):
             tap = WeightGradTap([model.linear(t, layer) for t, layer in keys])
             with tap:
                 lp = answer_logprobs(model, bf)
-            n_tok = lp.tok.numel()
+            n_tok = lp.denominator  # global answer tokens under data parallelism
             # cotangent ratio per row: ∂ΣP/∂log p_tok = P_s (or 1 for log P) against 1/T from −NLL
             per_row = lp.seq.detach().exp() if cfg.ssiuu_target == "prob" else torch.ones_like(lp.seq.detach())
             tap.scale = per_row * n_tok
@@ -401,7 +403,8 @@ class SSIUU(GD):
             objective = logp.exp().sum() if cfg.ssiuu_target == "prob" else logp.sum()
             weights = attributed_weights(model, cfg.ssiuu_modules)
             prev = self._anchor_of(slot)
-            pen, cur, n_sel = ssiuu_regulariser(
+            regulariser = dp_ssiuu_regulariser if distributed.active() else ssiuu_regulariser
+            pen, cur, n_sel = regulariser(
                 objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=cfg.ssiuu_grad == "exact"
             )
             self._pending = (slot, self._to_cache(cur))
@@ -455,6 +458,7 @@ class SSIUU(GD):
         grads = fo["tap"].grads
         if any(g is None for g in grads):
             raise RuntimeError("ssiuu: the backward pass did not reach every attributed linear")
+        grads = distributed.all_reduce_sum(grads)  # g of the global batch (no-op in one process)
         weights, slot = fo["weights"], fo["slot"]
         prev = self._anchor_of(slot)
         if prev is None:  # no anchor yet: A_prev := A_θ^t, penalty and gradient 0

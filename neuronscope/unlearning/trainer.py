@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from neuronscope import distributed
 from neuronscope.errors import ConfigError, DivergenceError, NeuronscopeError, write_json_atomic
 from neuronscope.models import HookedModel
 from neuronscope.unlearning.config import UnlearningConfig
@@ -173,6 +174,12 @@ class _Plan:
     def n_batches(self) -> int:
         return len(self.batches)
 
+    def batch_sizes(self) -> list[int]:
+        """Sizes of the forget batches any epoch can produce (and of the retain batches)."""
+        n = len(self.forget)
+        sizes = [self.bs] * (n // self.bs) + ([n % self.bs] if n % self.bs else [])
+        return sizes + ([self.bs] if self.retain else [])
+
     def epoch_batches(self, epoch: int, select: Callable[[list], list]) -> list[tuple[int | None, list]]:
         if self.fixed:
             keys = _perm(self.n_batches, self.seed, "epoch", epoch)
@@ -294,6 +301,11 @@ def train_step(
     ``method.after_backward`` may return a loss contribution computed after the backward pass
     (first-order SSIUU's penalty), which is added to the recorded loss value.
 
+    Under data parallelism (:mod:`neuronscope.distributed`) ``forget`` / ``retain`` are the
+    global batches: each process takes its contiguous share, the gradients are summed over
+    processes between the backward pass and ``method.after_backward``, and the returned loss
+    and terms are those of the global batch (identical on every process).
+
     Returns:
         ``(loss value, loss terms + "grad_norm")`` (the L2 norm of all trainable gradients).
 
@@ -301,13 +313,24 @@ def train_step(
         DivergenceError: The loss or the gradient norm is NaN or infinite (nothing was updated).
     """
     opt.zero_grad(set_to_none=True)
+    dp = distributed.active()
+    if dp:
+        forget = distributed.shard(forget)
+        retain = distributed.shard(retain) if retain is not None else None
     loss, terms = method.loss(model, forget, retain, key)
     lv = float(loss.detach())
+    local_terms = terms
+    if dp:  # global values (partial sums added up); every process then takes the same branch
+        lv, terms = distributed.reduce_terms(lv, terms)
     if not math.isfinite(lv):
         raise DivergenceError(f"loss is {lv}")
     loss.backward()
     del loss
+    if dp:
+        distributed.all_reduce_grads([p for group in opt.param_groups for p in group["params"]])
     extra = method.after_backward(model)
+    if dp:  # terms added after the backward pass (first-order SSIUU) are global already
+        terms = {**terms, **{k: v for k, v in local_terms.items() if k not in terms}}
     if extra:
         lv += float(extra)
         if not math.isfinite(lv):
@@ -343,6 +366,9 @@ def _run(
     ckpt = _load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         _check_same_config(ckpt["config"], cfg, ckpt_path)
+    if distributed.active():
+        distributed.check_method(cfg.method)
+        distributed.check_batch_sizes(plan.batch_sizes(), "batch_size")
     method.setup(model, plan.batches, list(retain), state=ckpt["method"] if ckpt else None, progress=progress)
 
     params = method.trainable(model)
@@ -367,6 +393,9 @@ def _run(
                 torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             random.setstate(ckpt["py_rng"])
             state = _State(**ckpt["state"])
+            # The optimiser copied its state to the weights' device; drop the CPU copy now
+            # instead of holding it (2× the weights for AdamW) for the whole run.
+            ckpt = None
         else:
             torch.manual_seed(cfg.seed)
             state = _State()
@@ -378,6 +407,7 @@ def _run(
                 rec.update({k: score for k in score_keys})
                 state.history.append(rec)
                 state.reached = score <= cfg.threshold
+        distributed.broadcast_params(list(model.hf_model.parameters()))  # identical start on every process
         return _loop(model, method, cfg, plan, evaluate, opt, state, run_dir, progress, desc, early_stop, score_keys)
     finally:
         for p, f in zip(all_params, flags):
@@ -391,7 +421,10 @@ def _loop(model, method, cfg, plan, evaluate, opt, state: _State, run_dir, progr
     total = cfg.max_epochs * plan.n_batches
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    bar = tqdm(total=total, initial=min(state.step, total), desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(
+        total=total, initial=min(state.step, total), desc=desc, unit="step",
+        disable=not progress or not distributed.is_main(), leave=False,
+    )
 
     def selector(ids):
         if ids is None:
@@ -445,7 +478,9 @@ def _loop(model, method, cfg, plan, evaluate, opt, state: _State, run_dir, progr
                 bar.update(1)
                 bar.set_postfix({"loss": f"{lv:.4g}", **({"FS": f"{state.last_score:.3f}"} if state.last_score is not None else {})})
                 if every and (state.step % every == 0 or stop_now()):
-                    _save_checkpoint(run_dir, model, opt, method, state, cfg)
+                    if distributed.is_main():  # one writer; identical state on every process
+                        _save_checkpoint(run_dir, model, opt, method, state, cfg)
+                    distributed.barrier()
                 if end_of_epoch:
                     break
     finally:
@@ -531,7 +566,8 @@ def unlearn(
         if weight > 0:
             raise ConfigError(f"retain_items: method {cfg.method} needs a retain set (or {name}=0)")
     rd = Path(run_dir) if run_dir is not None else None
-    if rd is not None and not (resume and _checkpoint_path(rd) is not None):
+    distributed.check_method(cfg.method)
+    if rd is not None and not (resume and _checkpoint_path(rd) is not None) and distributed.is_main():
         # A resumed run rewrites config.json only at the end, once the checkpoint's
         # configuration has been checked: a refused resume leaves the directory untouched.
         cfg.save(rd / "config.json")
@@ -552,7 +588,7 @@ def unlearn(
         forget_score=state.last_score,
         initial_forget_score=state.initial_score,
     )
-    if rd is not None:
+    if rd is not None and distributed.is_main():
         cfg.save(rd / "config.json")
         write_json_atomic(rd / "history.json", result.history)
         result.save(rd / "result.json")
