@@ -28,7 +28,7 @@ computed from the global g (identical on every process). The gradient is then di
 ``∂penalty/∂θ = r ⊙ g + H (r ⊙ θ)`` with ``H = Σ_k H_k`` (Hessian of Σ_B P), so each process
 backpropagates the surrogate ``⟨r, θ ⊙ g_k(θ)⟩`` (r constant), whose gradient
 ``r ⊙ g_k + H_k (r ⊙ θ)`` sums over processes to the exact one-process gradient
-(:func:`ssiuu_regulariser`). First-order SSIUU all-reduces the tapped ``g_k`` and adds the
+(:func:`neuronscope.unlearning.ssiuu.dp_ssiuu_regulariser`). First-order SSIUU all-reduces the tapped ``g_k`` and adds the
 closed-form ``r ⊙ g`` after the (already summed) GD gradient, identically on every process.
 The cached A_{θ^{t−1}} is the global attribution, so every process holds the same cache.
 
@@ -309,54 +309,6 @@ def reduce_terms(loss_value: float, terms: dict[str, float]) -> tuple[float, dic
         else:
             out[k] = v
     return vals[0], out
-
-
-def ssiuu_regulariser(
-    objective: Tensor,
-    weights: Sequence[Tensor],
-    prev: Sequence[Tensor] | None,
-    *,
-    granularity: str = "row",
-    exact: bool = True,
-    selected: Sequence[Tensor] | None = None,
-) -> tuple[Tensor | None, list[Tensor], int]:
-    """Data-parallel :func:`neuronscope.unlearning.ssiuu.ssiuu_regulariser` (paper Eq. 3).
-
-    ``objective`` is this process's Σ_{B_k} P(y|x). The global ``g = Σ_k ∂objective_k/∂θ`` is
-    all-reduced; ``A = θ ⊙ g``, I− and the penalty come from it. The returned tensor's value is
-    ``penalty / world_size`` (the values of all processes sum to the penalty, as the loss values
-    do) and its gradient is that of ``⟨r, θ ⊙ g_k(θ)⟩`` with ``r = ∂penalty/∂A`` held constant
-    — summed over processes, the exact gradient of the one-process penalty (module docstring).
-
-    Returns:
-        ``(penalty share or None at a batch's first visit, global A_θ^t per weight (detached),
-        |I−| of the global A)``.
-    """
-    from neuronscope.unlearning.ssiuu import negative_set, neuron_penalty
-
-    weights = list(weights)
-    create = exact and prev is not None
-    local = torch.autograd.grad(objective, weights, retain_graph=True, create_graph=create)
-    g = all_reduce_sum([x.detach().clone() for x in local])
-    cur = [w.detach() * gg for w, gg in zip(weights, g)]
-    if prev is None:
-        return None, cur, sum(int(negative_set(a, granularity).sum()) for a in cur)
-    leaves = [a.clone().requires_grad_(True) for a in cur]
-    n_sel = 0
-    with torch.enable_grad():
-        total: Tensor | None = None
-        for j, (a, p) in enumerate(zip(leaves, prev)):
-            pen, n = neuron_penalty(
-                a, p.to(device=a.device, dtype=a.dtype), granularity, None if selected is None else selected[j]
-            )
-            total = pen if total is None else total + pen
-            n_sel += n
-        r = torch.autograd.grad(total, leaves)
-    terms = [(rj * w * (lj if create else lj.detach())).sum() for rj, w, lj in zip(r, weights, local)]
-    surrogate = torch.stack(terms).sum()
-    share = total.detach() / world_size()
-    return share + (surrogate - surrogate.detach()), cur, n_sel
-
 
 
 def release_memory() -> None:

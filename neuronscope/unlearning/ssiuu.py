@@ -71,7 +71,6 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from neuronscope import distributed
-from neuronscope.distributed import ssiuu_regulariser as dp_ssiuu_regulariser
 from neuronscope.models import HookedModel
 from neuronscope.unlearning.losses import GD, answer_logprobs, encode_items
 
@@ -486,3 +485,48 @@ class SSIUU(GD):
 
     def load_state_dict(self, state):
         self.cache = state["cache"]
+
+
+def dp_ssiuu_regulariser(
+    objective: Tensor,
+    weights: Sequence[Tensor],
+    prev: Sequence[Tensor] | None,
+    *,
+    granularity: str = "row",
+    exact: bool = True,
+    selected: Sequence[Tensor] | None = None,
+) -> tuple[Tensor | None, list[Tensor], int]:
+    """Data-parallel :func:`ssiuu_regulariser` (paper Eq. 3; the reduction is :mod:`neuronscope.distributed`'s).
+
+    ``objective`` is this process's Σ_{B_k} P(y|x). The global ``g = Σ_k ∂objective_k/∂θ`` is
+    all-reduced; ``A = θ ⊙ g``, I− and the penalty come from it. The returned tensor's value is
+    ``penalty / world_size`` (the values of all processes sum to the penalty, as the loss values
+    do) and its gradient is that of ``⟨r, θ ⊙ g_k(θ)⟩`` with ``r = ∂penalty/∂A`` held constant
+    — summed over processes, the exact gradient of the one-process penalty (module docstring).
+
+    Returns:
+        ``(penalty share or None at a batch's first visit, global A_θ^t per weight (detached),
+        |I−| of the global A)``.
+    """
+    weights = list(weights)
+    create = exact and prev is not None
+    local = torch.autograd.grad(objective, weights, retain_graph=True, create_graph=create)
+    g = distributed.all_reduce_sum([x.detach().clone() for x in local])
+    cur = [w.detach() * gg for w, gg in zip(weights, g)]
+    if prev is None:
+        return None, cur, sum(int(negative_set(a, granularity).sum()) for a in cur)
+    leaves = [a.clone().requires_grad_(True) for a in cur]
+    n_sel = 0
+    with torch.enable_grad():
+        total: Tensor | None = None
+        for j, (a, p) in enumerate(zip(leaves, prev)):
+            pen, n = neuron_penalty(
+                a, p.to(device=a.device, dtype=a.dtype), granularity, None if selected is None else selected[j]
+            )
+            total = pen if total is None else total + pen
+            n_sel += n
+        r = torch.autograd.grad(total, leaves)
+    terms = [(rj * w * (lj if create else lj.detach())).sum() for rj, w, lj in zip(r, weights, local)]
+    surrogate = torch.stack(terms).sum()
+    share = total.detach() / distributed.world_size()
+    return share + (surrogate - surrogate.detach()), cur, n_sel
