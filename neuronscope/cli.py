@@ -476,7 +476,7 @@ def _config_data(config: Path) -> Optional[str]:
         if isinstance(value, str) and value.strip():
             near = Path(config).parent / value  # a relative file is looked up beside the config too
             return str(near) if key != "hub" and not Path(value).exists() and near.exists() else value
-    dataset = block.get("dataset", "faithun")
+    dataset = block.get("format") or block.get("dataset") or "faithun"
     if dataset != "faithun":
         raise ConfigError(
             f"{config}: field 'data': dataset {dataset!r} names no data; add \"file\" or \"hub\" "

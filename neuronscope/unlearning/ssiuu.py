@@ -446,6 +446,12 @@ class SSIUU(GD):
     def after_backward(self, model) -> float | None:
         ex, self._exact = self._exact, None
         if ex is not None:
+            if ex["grads"] is not None and distributed.active():
+                # each process holds its share of ∇⟨r, θ⊙g_k⟩; the trainer summed the GD gradients
+                # before this call, so the regulariser's shares are summed here
+                ex["grads"] = distributed.all_reduce_sum(ex["grads"])
+            if distributed.active():  # the value is this process's share of λ·R (see dp_ssiuu_regulariser)
+                ex["value"] = float(distributed.all_reduce_sum([torch.tensor(float(ex["value"]), dtype=torch.float64)])[0])
             self._record_share(model, ex["terms"], ex["grads"])
             if ex["grads"] is not None:
                 self._add_grads(ex["weights"], ex["grads"])
