@@ -98,8 +98,8 @@ CASES: dict[str, Case] = {
         ["no-such-org/no-such-model", "cannot load model"], ["out"],
     ),
     "architecture without a module map": Case(
-        ["attribute", "--model", "gpt2", "--data", "good.jsonl", "--out", "out/a.safetensors"],
-        ["gpt2", "GPT2LMHeadModel", "cannot map module types"], ["out"],
+        ["attribute", "--model", "mamba", "--data", "good.jsonl", "--out", "out/a.safetensors"],
+        ["MambaForCausalLM", "cannot map module types"], ["out"],
     ),
     "tokenizer does not match the model": Case(
         ["attribute", "--model", "mismatch", "--data", "good.jsonl", "--out", "out/a.safetensors"],
@@ -132,7 +132,7 @@ CASES: dict[str, Case] = {
         ["gd: loss is", "(lr 1e+30)", "last good checkpoint", "out/train/checkpoint"], [],
     ),
     "demo into a finished run": Case(
-        ["demo", "--model", "tiny-llama", "--quick", "--out", "finished"],
+        ["demo", "--model", "tiny-llama", "--quick", "--out", "finished-demo"],
         ["finished", "already holds a finished run", "--overwrite"], [],
     ),
     "unlearn into a finished run": Case(
@@ -223,7 +223,7 @@ CASES: dict[str, Case] = {
 }
 
 
-MODEL_DIRS = ("gpt2", "mismatch")
+MODEL_DIRS = ("mamba", "mismatch")
 
 
 def _make_inputs(d: Path) -> None:
@@ -248,6 +248,10 @@ def _make_inputs(d: Path) -> None:
     (fin / "summary.json").write_text('{"done": true}\n')
     (fin / "config.json").write_text('{"model": "tiny-llama"}\n')
     (fin / "report.html").write_text("<html>finished</html>\n")
+    fin_demo = d / "finished-demo"
+    fin_demo.mkdir()
+    (fin_demo / ".neuronscope-run").write_text('{"command": "demo", "version": "0.1.0", "created": "2026-01-01"}\n')
+    (fin_demo / "summary.json").write_text('{"done": true}\n')
     (d / "oldrun").mkdir()
     (d / "oldrun" / "config.json").write_text('{"method": "gd", "lr": 1e-5,\n')  # truncated: corrupt
     (d / "userdir").mkdir()
@@ -279,11 +283,12 @@ def _make_models(d: Path) -> None:
 
     tok = default_tokenizer()
     torch.manual_seed(0)
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=1, n_embd=32, n_head=2, n_positions=128, vocab_size=len(tok),
+    # Mamba: the bridge boots it, but it has no attention/MLP projections to map (GPT-2 maps now)
+    mamba = transformers.MambaForCausalLM(transformers.MambaConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, state_size=4,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    gpt2.save_pretrained(d / "gpt2")
-    tok.save_pretrained(d / "gpt2")
+    mamba.save_pretrained(d / "mamba")
+    tok.save_pretrained(d / "mamba")
     small = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2))
