@@ -13,7 +13,11 @@
 
 :func:`return_freed_memory` makes glibc serve every allocation ≥ 64 KiB by its own mapping, so
 memory freed by one call goes back to the OS and the next call's baseline is its live memory
-(otherwise a cached heap hides per-call peaks).
+(otherwise a cached heap hides per-call peaks). It only changes where *new* chunks come from:
+an allocation that fits a chunk already freed and still resident is served from it and adds no
+RSS, so run each measured call in a fresh process, or after earlier calls that did not leave
+large free chunks, for a figure that counts everything (the benchmarks measure in one process,
+largest configuration last; a per-call delta is then a lower bound).
 """
 
 from __future__ import annotations
