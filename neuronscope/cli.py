@@ -141,7 +141,7 @@ def diagnose(
     unlearned: str = typer.Option(..., help="The unlearned checkpoint (HF name or local path)."),
     forget: str = typer.Option(..., help="Forget data: a data file, a shipped split name, or a run's splits.json."),
     out: Path = typer.Option(..., help="Output folder (report.html, verdict.json, summary.json; resumable)."),
-    retain: Optional[str] = typer.Option(None, help="Retain data (same forms), scored for RS."),
+    retain: Optional[str] = typer.Option(None, help="Retain data (same forms; a run's splits.json means its retain split), scored for RS."),
     attack: Optional[str] = typer.Option(None, help="'harmful': also run the harmful relearning probe (paper §6.2.2)."),
     protocol: str = typer.Option("auto", help="Knowledge protocol: auto (where the base knows more), mcqa or cloze."),
     known_delta: Optional[float] = typer.Option(None, help="Known-fact margin δ in nats (default: the library's)."),

@@ -40,7 +40,8 @@ class DiagnoseConfig:
         unlearned: The unlearned checkpoint (HF name or local path).
         forget: Forget data: a data file, a split name of the shipped set, or a run's
             ``splits.json`` (its forget split) — see :func:`neuronscope.pipeline.load_items`.
-        retain: Optional retain data (same forms), scored for RS.
+        retain: Optional retain data (same forms; a run's ``splits.json`` means its retain
+            split here), scored for RS.
         protocol: ``"auto"`` (the protocol under which the base knows more forget items),
             ``"mcqa"`` or ``"cloze"`` (SPEC §10).
         known_delta: Known-fact margin δ in nats (None = the library default).
@@ -149,7 +150,7 @@ def _diagnose(rd, config: DiagnoseConfig, out: Path, progress: bool) -> dict:
     from neuronscope.study import Study
 
     forget = load_items(config.forget, seed=config.seed)
-    retain = load_items(config.retain, seed=config.seed) if config.retain else []
+    retain = load_items(config.retain, seed=config.seed, default_split="retain") if config.retain else []
     if not all(it.false_options for it in forget):
         raise NeuronscopeError(f"{config.forget}: forget items without false options cannot be probed for knowledge")
     base = load_model(config.base, dtype=config.dtype, device=config.device, seed=config.seed)

@@ -9,7 +9,7 @@ from neuronscope.errors import NeuronscopeError
 SPLIT_NAMES = ("forget", "retain", "test", "held_out")
 
 
-def load_items(spec: str, *, seed: int = 0) -> list:
+def load_items(spec: str, *, seed: int = 0, default_split: str = "forget") -> list:
     """Question items for a ``--data`` value: a split name, a data file, a run's splits, a Hub name.
 
     Accepted ``spec`` values:
@@ -23,15 +23,18 @@ def load_items(spec: str, *, seed: int = 0) -> list:
       else the seeded split (:meth:`~neuronscope.data.LoadedData.split`); ``FILE:SPLIT/SET``
       picks an extra evaluation set of the split (release: ``paraphrase``, ``multihop``,
       ``same_answer``).
-    * A run's ``splits.json`` (or its run folder): its forget split, reloaded from the data
-      source it records (:func:`neuronscope.data.load_splits_file`); ``splits.json:retain``
-      picks another split (``:test/paraphrase`` an extra set).
+    * A run's ``splits.json`` (or its run folder): its ``default_split`` (the forget split
+      unless asked otherwise), reloaded from the data source it records
+      (:func:`neuronscope.data.load_splits_file`); ``splits.json:retain`` picks another split
+      (``:test/paraphrase`` an extra set).
     * A Hugging Face Hub name ``owner/name[:config]`` (tried like ``unlearn`` does; offline
       gives one line).
 
     Args:
         spec: The data specification.
         seed: Split seed (split names and ``FILE:SPLIT`` without published splits).
+        default_split: The split a run's ``splits.json`` given without ``:SPLIT`` stands for
+            (``diagnose --retain RUN/splits.json`` means its retain split).
 
     Returns:
         The items (:class:`~neuronscope.data.QAItem`), never empty.
@@ -58,7 +61,7 @@ def load_items(spec: str, *, seed: int = 0) -> list:
             path = path / "splits.json"
     if path.exists() and is_splits_file(path):
         splits = load_splits_file(path)
-        return _pick(splits, part or "forget", str(path))
+        return _pick(splits, part or default_split, str(path))
     if not path.exists() and part is None and not _looks_like_hub(spec):
         raise NeuronscopeError(
             f"{spec}: no such file (or split name; expected one of {', '.join(SPLIT_NAMES)}, all, "

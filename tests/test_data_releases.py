@@ -397,6 +397,10 @@ def test_splits_json_from_a_user_file_reloads_without_the_embedded_set(tmp_path:
     assert load_items("splits.json") == splits.forget
     assert load_items("splits.json:retain") == splits.retain
     assert load_items(str(tmp_path / "run")) == splits.forget  # the run folder
+    # diagnose --retain RUN/splits.json: the retain split, unless a split is named.
+    assert splits.retain != splits.forget
+    assert load_items("splits.json", default_split="retain") == splits.retain
+    assert load_items("splits.json:forget", default_split="retain") == splits.forget
     assert load_items("splits.json:forget/paraphrase") == splits.extra["forget"]["paraphrase"]
     with pytest.raises(NeuronscopeError, match=r"^splits\.json: field 'test' is empty$"):
         load_items("splits.json:test")
