@@ -160,11 +160,24 @@ def diagnose(
 
     if attack not in (None, "harmful"):
         raise ConfigError(f"--attack: expected 'harmful', got {attack!r}")
+    from neuronscope import validate
+
+    validate.number("--known-delta", known_delta, minimum=0.0)
+    validate.number("--p", p, minimum=0.0, maximum=1.0, open_min=True)
+    validate.numbers("--lr", lr, positive=True)
+    validate.integer("--seeds", seeds, minimum=1)
+    validate.integer("--epochs", epochs, minimum=1)
+    validate.integer("--n-boot", n_boot, minimum=100)
+    _runtime(device, dtype)
+    validate.model_spec(base, "--base")
+    validate.model_spec(unlearned, "--unlearned")
     cfg = DiagnoseConfig(base=base, unlearned=unlearned, forget=forget, retain=retain, protocol=protocol,
                          known_delta=known_delta, attack=attack == "harmful", p=p, lrs=list(lr) if lr else [1e-5],
                          seeds=list(range(seeds)), epochs=epochs, n_boot=n_boot, dtype=dtype, device=device)
     summary = run_diagnose(cfg, out, overwrite=overwrite)
     typer.echo(verdict_line(summary))
+    for label, why in summary.get("attacks", {}).get("unlearned", {}).get("not_run", {}).items():
+        typer.echo(f"note: {label} was asked for but did not run ({why}); the verdict rests on the other signals")
     typer.echo(f"report: {summary.get('report')}")
     typer.echo(f"verdict file: {out / 'verdict.json'}")
 

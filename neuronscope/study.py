@@ -873,8 +873,10 @@ class Study:
             harmful = [AttackResult.from_dict(a["result"]) for a in attacks.get(m, {}).values()
                        if a.get("result") and a["result"]["config"]["kind"] == "harmful"]
             corr = next((a["correlation"] for a in attacks.get(m, {}).values() if a.get("correlation")), None)
+            not_run = {label: a.get("error") or "not run" for label, a in attacks.get(m, {}).items()
+                       if not a.get("result") and label.startswith("harmful")}
             ev = collect_evidence(
-                m, influence=cis[target][m] if target else None, lens=lens.get(_label(m)),
+                m, attacks_not_run=not_run, influence=cis[target][m] if target else None, lens=lens.get(_label(m)),
                 lens_base=lens.get("Default"), attacks=harmful,
                 fs_base=(evals.get("default") or {}).get("forget"),
                 fs_unlearned=(evals.get(m) or {}).get("intervals", {}).get("forget"), correlation=corr)

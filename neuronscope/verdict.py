@@ -153,6 +153,8 @@ class Evidence:
         fs_unlearned: The unlearned model's FS as a ``Proportion.to_dict()`` (shown, not voted).
         correlation: ``{"pearson": r, "spearman": ρ}`` of the unlearned vs the attacked model's
             attributions (``CorrelationResult.to_dict()`` works as is).
+        attacks_not_run: ``{label: reason}`` of harmful attacks that were asked for but could not
+            run (e.g. too few wrongly answered items to retrain on); the recovery signal names them.
     """
 
     method: str
@@ -163,6 +165,7 @@ class Evidence:
     fs_base: float | None = None
     fs_unlearned: dict | None = None
     correlation: dict | None = None
+    attacks_not_run: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +216,7 @@ def collect_evidence(
     fs_base: float | None = None,
     fs_unlearned=None,
     correlation=None,
+    attacks_not_run: Mapping[str, str] | None = None,
 ) -> Evidence:
     """Build :class:`Evidence` from the library's result objects (or their dicts); all optional.
 
@@ -228,6 +232,7 @@ def collect_evidence(
             list of per-item correctness flags.
         correlation: :class:`neuronscope.correlation.CorrelationResult` (or dict) of the unlearned
             vs the attacked model.
+        attacks_not_run: Harmful attacks asked for that could not run, ``{label: reason}``.
 
     Raises:
         NeuronscopeError: A malformed piece of evidence (named).
@@ -263,7 +268,8 @@ def collect_evidence(
         raise NeuronscopeError(f"evidence: fs_base must be a fraction in [0, 1], got {fs_base}")
     return Evidence(method=method, influence=inf, lens=_lens_counts(lens), lens_base=_lens_counts(lens_base),
                     attacks=summaries, fs_base=None if fs_base is None else float(fs_base),
-                    fs_unlearned=fsu, correlation=corr)
+                    fs_unlearned=fsu, correlation=corr,
+                    attacks_not_run={str(k): str(v) for k, v in (attacks_not_run or {}).items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,6 +372,10 @@ def _lens_signal(ev: Evidence) -> Signal:
 
 def _recovery_signal(ev: Evidence) -> Signal:
     if not ev.attacks:
+        if ev.attacks_not_run:
+            why = "; ".join(f"{k}: {v}" for k, v in ev.attacks_not_run.items())
+            return Signal("recovery", "missing", f"harmful attack asked for but not run ({why}): "
+                          "the verdict rests on the other signals")
         return Signal("recovery", "missing", "harmful attack: not run")
     if ev.fs_base is None:
         return Signal("recovery", "missing", "harmful attack: base FS unknown, recovery not defined")

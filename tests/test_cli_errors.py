@@ -131,6 +131,16 @@ CASES: dict[str, Case] = {
          "--checkpoint-every", "1", "--eval-splits", "forget", "--out", "out"],
         ["gd: loss is", "(lr 1e+30)", "last good checkpoint", "out/train/checkpoint"], [],
     ),
+    "diagnose with a negative --known-delta": Case(
+        ["diagnose", "--base", "tiny-llama", "--unlearned", "tiny-llama", "--forget", "forget",
+         "--known-delta", "-1", "--out", "out"],
+        ["--known-delta", "must be ≥ 0", "-1"], [], absent=["out"],
+    ),
+    "diagnose with p outside (0, 1]": Case(
+        ["diagnose", "--base", "tiny-llama", "--unlearned", "tiny-llama", "--forget", "forget", "--attack", "harmful",
+         "--p", "1.5", "--out", "out"],
+        ["--p", "must be ≤ 1", "1.5"], [], absent=["out"],
+    ),
     "demo into a finished run": Case(
         ["demo", "--model", "tiny-llama", "--quick", "--out", "finished-demo"],
         ["finished", "already holds a finished run", "--overwrite"], [],

@@ -176,6 +176,22 @@ def test_rule5_too_little_or_no_evidence():
     assert blocked.label == "inconclusive"
 
 
+def test_harmful_attack_asked_for_but_not_run_is_named():
+    """An attack that could not run removes the recovery signal (same label as no attack) and
+    the reason says which attack and why, so a firm verdict is not mistaken for one with R."""
+    kw = dict(influence=ratio(0.4, 0.9), lens=AT_CHANCE, lens_base=BASE_KNOWS)
+    plain = verdict(ev(**kw))
+    asked = verdict(collect_evidence("gd", fs_base=1.0, attacks_not_run={"harmful-p0.3": "pool holds only 1 wrongly answered items"},
+                                     **kw))
+    assert asked.label == plain.label == "erased"
+    r = asked.signals["recovery"]
+    assert r.vote == "missing"
+    assert r.reason == ("harmful attack asked for but not run (harmful-p0.3: pool holds only 1 wrongly answered "
+                        "items): the verdict rests on the other signals")
+    assert plain.signals["recovery"].reason == "harmful attack: not run"
+    assert asked.to_dict()["evidence"]["attacks_not_run"] == {"harmful-p0.3": "pool holds only 1 wrongly answered items"}
+
+
 def test_correlation_thresholds_and_undefined():
     assert verdict(ev(correlation={"pearson": CORR_STABLE})).signals["correlation"].vote == "erased"
     assert verdict(ev(correlation={"pearson": 0.93})).signals["correlation"].vote == "neutral"
