@@ -20,7 +20,7 @@ threshold (FS ≤ 0.33, ≤ 12 epochs, lr 5e-5), then RS (retain split), test ac
 test items), and the harmful attack FS at p = 0.1 and 0.3 (the demo's attack: lr 1e-5, 3
 epochs, one seed). ``--protocol`` is passed to the evaluation when it supports one.
 
-The forget split is the demo's (``neuronscope.demo``): seed 0, 100 candidate questions scored
+The forget split is the demo's (``StudyConfig.demo``): seed 0, 200 candidate questions scored
 by the base model, forget drawn from those answered correctly. Results are written (atomically)
 to ``<out>/share.json`` and ``<out>/sweep_<reading>.json``; finished readings / λ are reused.
 """
@@ -69,7 +69,7 @@ def demo_splits(base, out: Path, protocol: str | None, seed: int = 0, candidates
     from neuronscope.errors import write_json_atomic
 
     items = load_faithun()
-    cache = out / f"known_{protocol or 'default'}.json"
+    cache = out / f"known_{protocol or 'default'}{'' if candidates == 100 else f'_{candidates}'}.json"
     known = _read(cache)
     if not known:
         cand = random.Random(seed).sample(list(items), candidates)
@@ -134,7 +134,7 @@ def cmd_share(args) -> None:
     path = out / "share.json"
     results = _read(path)
     base = load_model(args.model, seed=0)
-    splits, known = demo_splits(base, out, args.protocol)
+    splits, known = demo_splits(base, out, args.protocol, candidates=args.candidates)
     _log(f"forget {len(splits.forget)} items, retain {len(splits.retain)}; base candidates acc {known['accuracy']:.3f}")
     for anchor in args.anchors:
         for target in args.targets:
@@ -211,7 +211,7 @@ def cmd_sweep(args) -> None:
     path = out / f"sweep_{name}.{args.protocol or 'mcqa'}.json"
     results = _read(path)
     base = load_model(args.model, seed=0)
-    splits, known = demo_splits(base, out, args.protocol)
+    splits, known = demo_splits(base, out, args.protocol, candidates=args.candidates)
     test = splits.test[:60]
     _log(f"forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(test)}, protocol {args.protocol or 'mcqa'}")
     if "base" not in results:
@@ -278,6 +278,8 @@ def main(argv=None) -> None:
         s.add_argument("--protocol", default=None, choices=("mcqa", "cloze"),
                        help="knowledge protocol (default: the demo's MCQA split and scoring)")
         s.add_argument("--threads", type=int, default=0)
+        s.add_argument("--candidates", type=int, default=200,
+                       help="questions probed for the known-only forget split (the demo's: 200)")
     sh = sub.choices["share"]
     sh.add_argument("--lam", type=float, default=1e-3)
     sh.add_argument("--steps", type=int, default=4, help="steps per reading (previous_step, initial)")
