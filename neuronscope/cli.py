@@ -569,7 +569,8 @@ def attack(
         write_text_atomic(out / "attack.html", res.plot().to_html(include_plotlyjs=True, full_html=True))
     for lr_, v in res.per_lr().items():
         typer.echo(f"lr {lr_:g}: max FS during retraining {100 * v:.2f}% (mean over {len(cfg.seeds)} seeds)")
-    typer.echo(f"{cfg.label} attack score ({cfg.protocol}): {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
+    scored = "ROUGE-L recall" if cfg.metric == "rouge" else cfg.protocol
+    typer.echo(f"{cfg.label} attack score ({scored}): {100 * res.score:.2f}% (pool {len(res.pool_ids) or '-'} of {res.n_forget} forget items)")
     typer.echo(f"wrote {out / 'attack.json'}, {out / 'attack.html'}")
 
 

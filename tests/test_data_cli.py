@@ -65,4 +65,5 @@ def test_release_and_tofu_through_attribute_unlearn_attack(tmp_path: Path) -> No
         assert r.exit_code == 0, r.output
         res = json.loads((tmp_path / f"{name}-attack" / "attack.json").read_text())
         assert res["config"]["metric"] == ("accuracy" if name == "release" else "rouge")
+        assert ("attack score (mcqa)" if name == "release" else "attack score (ROUGE-L recall)") in r.output
         assert res["n_forget"] == n_forget
