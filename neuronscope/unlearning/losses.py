@@ -290,7 +290,12 @@ class Method:
     def loss(
         self, model: HookedModel, forget: Sequence, retain: Sequence | None, key: int | None
     ) -> tuple[Tensor, dict[str, float]]:
-        """The scalar loss of one step and its named terms (floats, for the history)."""
+        """The scalar loss of one step and its named terms (floats, for the history).
+
+        Called with the gradients zeroed (:func:`~neuronscope.unlearning.trainer.train_step`). A
+        method may accumulate part of the step's gradient into ``.grad`` here and return a loss
+        whose backward adds the rest (exact SSIUU with the log P target does, to reuse one backward
+        pass); the loss *value* is always the whole step's."""
         raise NotImplementedError
 
     def after_backward(self, model: HookedModel) -> float | None:

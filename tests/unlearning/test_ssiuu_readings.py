@@ -89,9 +89,9 @@ def test_recorded_grad_share_and_step_gradient_match_autograd(tiny, forget, reta
 
     m = SSIUU(cfg)
     m.cache[0] = prev
-    loss, terms = m.loss(tiny, forget[:2], retain[:2], 0)
-    for p in params:
+    for p in params:  # as train_step: gradients zeroed before loss() (which may accumulate into them)
         p.grad = None
+    loss, terms = m.loss(tiny, forget[:2], retain[:2], 0)
     loss.backward()
     m.after_backward(tiny)
     got = [None if p.grad is None else p.grad.clone() for p in params]

@@ -197,13 +197,22 @@ def test_ssiuu_first_visit_is_a_gd_step_and_caches_attribution(tiny, forget, ret
     _with_grad(tiny)
     cfg = UnlearningConfig(method="ssiuu", ssiuu_anchor="batch", lam=0.5, ssiuu_target="logprob")
     ssiuu, gd = SSIUU(cfg), GD(cfg)
+    params = list(tiny.hf_model.parameters())
+    # as train_step: zero, loss (the log-P objective's backward already holds the forget part of
+    # ∇L_GD and is accumulated into .grad there), backward, after_backward
+    for p in params:
+        p.grad = None
     loss_s, terms = ssiuu.loss(tiny, forget[:2], retain[:2], 3)
+    loss_s.backward()
+    assert ssiuu.after_backward(tiny) == 0.0
+    gs = [p.grad.clone() for p in params]
     loss_g, _ = gd.loss(tiny, forget[:2], retain[:2], 3)
+    assert loss_s.item() == pytest.approx(loss_g.item(), rel=1e-12)
     assert terms["ssiuu_penalty"] == 0.0 and terms["ssiuu_negative"] > 0
-    gs = torch.autograd.grad(loss_s, list(tiny.hf_model.parameters()), allow_unused=True)
-    gg = torch.autograd.grad(loss_g, list(tiny.hf_model.parameters()), allow_unused=True)
+    gg = torch.autograd.grad(loss_g, params, allow_unused=True)
     for a, b in zip(gs, gg):
-        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+        # to float32 rounding (HF's RMSNorm computes in float32 even in a float64 model)
+        assert b is not None and torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
     assert ssiuu.cache == {}
     ssiuu.after_step(3)
     ws = attributed_weights(tiny, cfg.ssiuu_modules)
