@@ -19,7 +19,21 @@ extra ∂P/∂θ pass). Variants run interleaved (round-robin) after one warm-up
 are the median wall and CPU (``process_time``) seconds per step and the median of the
 per-round paired ratios. Goals: exact ≤ 2×, first-order ≤ 1.3× the GD step.
 
-Last run (2026-11-29, ``--repeats 5 --threads 2``, quiet 2-core machine):
+Last run (2026-12-03, ``--repeats 3 --threads 2``, quiet 2-core machine; SSIUU with the current
+defaults: Algorithm-1 anchor, log P target, whose exact step also reuses the attribution's backward for
+the forget part of ∇L_GD)::
+
+    variant              wall s/step   cpu s/step   ratio (paired median)   peak RSS above start
+    gd                         8.20        15.52     1.00× wall,  1.00× cpu       1267 MiB
+    ssiuu_first_order         11.83        23.02     1.43× wall,  1.47× cpu       1947 MiB
+    ssiuu_exact               23.98        46.84     2.86× wall,  2.89× cpu       3682 MiB
+
+(The same run before that reuse: exact 23.91 s against GD 6.77 s, 3.35×; the step-time A/B inside one
+process, which is less noisy, is in :mod:`neuronscope.unlearning.ssiuu`: −17 %.) The goals above are
+missed with these defaults; the earlier run below, which met them, used the batch anchor and the P target.
+Why the ratio grew with the new reading has not been profiled.
+
+Earlier run (2026-11-29, ``--repeats 5 --threads 2``, batch anchor, P target):
 
     variant              wall s/step   cpu s/step   ratio (paired median)   peak RSS above start
     gd                         6.70        13.26     1.00× wall,  1.00× cpu       1265 MiB
