@@ -56,7 +56,9 @@ Decisions (each is a :class:`~neuronscope.unlearning.UnlearningConfig` option):
 With the log P target (the default) and a retain loss, exact SSIUU takes the forget part of
 ∇L_GD from the attribution's own backward pass (Σ log P = −N·NLL_forget, so one ``autograd.grad``
 of the objective over every parameter gives both g and, divided by N, that gradient); GD's
-backward then covers only the retain loss. Measured on SmolLM2 (8 + 8 pairs, 2 threads, 4
+backward then covers only the retain loss. One process only: under data parallelism the separate
+GD backward is kept (the two sum in different orders: 1.0e-6 of the largest weight apart after 4
+steps on the tiny model, tested). Measured on SmolLM2 (8 + 8 pairs, 2 threads, 4
 interleaved rounds): 10.8 s per step against 13.0 s with the separate backward (−17 %).
 
 Cost per step (``benchmarks/unlearning.py``: SmolLM2-135M, 8 forget + 8 retain pairs, one
@@ -324,6 +326,9 @@ def _norm(tensors: Sequence[Tensor]) -> float:
 
 #: Key of the single slot used by ``ssiuu_anchor="previous_step"``.
 PREVIOUS = "previous_step"
+#: Exact SSIUU with the log P target in one process: take the forget part of ∇L_GD from the
+#: attribution's backward (see :meth:`SSIUU.loss`). False = the separate GD backward, the arithmetic
+#: of the data-parallel path (the tests compare 2 processes with 1 process under the same arithmetic).
 _SHARE_BACKWARD = True
 
 
