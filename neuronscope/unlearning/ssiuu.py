@@ -445,11 +445,15 @@ class SSIUU(GD):
                     # accumulated into .grad now (the trainer zeroed it before loss()); the
                     # backward of the returned loss adds the retain part on top
                     for w, g in zip(list(weights) + others, g_all):
-                        g = g.detach() / n
                         if w.grad is None:
-                            w.grad = g
+                            # autograd's gradient layout contract: the parameter's strides when it is
+                            # dense (empty_like keeps them), else contiguous (e.g. GPT-2's split Conv1D)
+                            buf = torch.empty_like(w)
+                            if buf.stride() != w.stride():
+                                buf = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+                            w.grad = buf.copy_(g.detach()).div_(n)
                         else:
-                            w.grad.add_(g)
+                            w.grad.add_(g.detach(), alpha=1.0 / n)
                     forget_grads = True
                 pen, cur, n_sel = ssiuu_regulariser(
                     objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=exact, grads=grads
