@@ -61,9 +61,10 @@ GD backward is kept (the two sum in different orders: 1.0e-6 of the largest weig
 steps on the tiny model, tested). Measured on SmolLM2 (8 + 8 pairs, 2 threads, 4
 interleaved rounds): 10.8 s per step against 13.0 s with the separate backward (−17 %).
 
-Cost per step (``benchmarks/unlearning.py``: SmolLM2-135M, 8 forget + 8 retain pairs, one
-thread, AdamW, median of 3 interleaved rounds on a shared 2-core machine): GD 10.5 s CPU;
-first order 1.19× (CPU time; 1.05× wall); exact 2.06× CPU (2.00× wall). Peak resident memory
+Cost per step (``benchmarks/unlearning.py``, SmolLM2-135M, 8 forget + 8 retain pairs, AdamW;
+its docstring holds the runs): with the current defaults (Algorithm-1 anchor, log P) exact 2.86×
+and first order 1.43× the GD step (2026-12-03, 2 threads, 3 rounds); with the earlier batch anchor
+and P target exact 2.06× CPU (2.00× wall) and first order 1.19× CPU (1.05× wall). Peak resident memory
 above the model: GD 1.3 GiB, first order 1.7 GiB, exact 3.4 GiB. The cache holds one copy of
 the attributed weights per forget batch (405 MiB for SmolLM2; ``ssiuu_cache_dtype="bfloat16"``
 halves it) on the weights' device.
@@ -441,19 +442,9 @@ class SSIUU(GD):
                     )
                     g_all = [torch.zeros_like(w) if g is None else g for w, g in zip(list(weights) + others, g_all)]
                     grads = g_all[: len(weights)]
-                    n = float(lp.denominator)
                     # accumulated into .grad now (the trainer zeroed it before loss()); the
                     # backward of the returned loss adds the retain part on top
-                    for w, g in zip(list(weights) + others, g_all):
-                        if w.grad is None:
-                            # autograd's gradient layout contract: the parameter's strides when it is
-                            # dense (empty_like keeps them), else contiguous (e.g. GPT-2's split Conv1D)
-                            buf = torch.empty_like(w)
-                            if buf.stride() != w.stride():
-                                buf = torch.empty(w.shape, dtype=w.dtype, device=w.device)
-                            w.grad = buf.copy_(g.detach()).div_(n)
-                        else:
-                            w.grad.add_(g.detach(), alpha=1.0 / n)
+                    self._add_grads(list(weights) + others, [g.detach() for g in g_all], alpha=1.0 / lp.denominator)
                     forget_grads = True
                 pen, cur, n_sel = ssiuu_regulariser(
                     objective, weights, prev, granularity=cfg.ssiuu_granularity, exact=exact, grads=grads
@@ -492,9 +483,14 @@ class SSIUU(GD):
 
     @staticmethod
     def _add_grads(weights: Sequence[Tensor], grads: Sequence[Tensor], alpha: float = 1.0) -> None:
+        """``w.grad += alpha · g``; a new ``.grad`` follows autograd's gradient layout contract (the
+        parameter's strides when it is dense, else contiguous, e.g. GPT-2's split Conv1D weights)."""
         for w, g in zip(weights, grads):
             if w.grad is None:
-                w.grad = g * alpha if alpha != 1.0 else g.clone()
+                buf = torch.empty_like(w)
+                if buf.stride() != w.stride():
+                    buf = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+                w.grad = buf.copy_(g).mul_(alpha) if alpha != 1.0 else buf.copy_(g)
             else:
                 w.grad.add_(g, alpha=alpha)
 
