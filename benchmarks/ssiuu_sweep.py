@@ -267,9 +267,42 @@ def print_sweep(results: dict, name: str) -> None:
               f"{r['RS_test']:.3f} | {_f(r['attack_p0.1'])} | {_f(r['attack_p0.3'])} |")
 
 
+def cmd_table(args) -> None:
+    """One markdown table of every swept reading: ``<out>/sweep_<reading>.<protocol>.json`` (or ``--files``)."""
+    files = [Path(f) for f in args.files] if args.files else sorted(Path(args.out).glob(f"sweep_*.{args.protocol or 'mcqa'}.json"))
+    share = _read(Path(args.share)) if args.share else {}
+    print("| anchor | target | gradient | λ | steps | reached | mean grad share | FS | retain split | RS test | "
+          "harmful p=0.1 | p=0.3 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for f in files:
+        d = _read(f)
+        name = d.get("reading") or f.name.removeprefix("sweep_").rsplit(".", 2)[0]
+        rows.append((name, d))
+    order = {(a, t, g): i for i, (a, t, g) in enumerate((a, t, g) for a in ANCHORS for t in TARGETS for g in GRADS)}
+    rows.sort(key=lambda r: order.get(tuple(r[0].split(".")), 99))
+    pct = lambda x: "–" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    for name, d in rows:
+        a, t, g = name.split(".")
+        for k, r in d.items():
+            if k in ("base", "reading"):
+                continue
+            print(f"| {a} | {'log P' if t == 'logprob' else 'P'} | {g.replace('_', ' ')} | {k} | {r['steps']} | "
+                  f"{'yes' if r['reached'] else 'no'} | {r['mean_share']:.2g} | {pct(r['FS'])} | {pct(r['RS_retain'])} | "
+                  f"{pct(r['RS_test'])} | {pct(r['attack_p0.1'])} | {pct(r['attack_p0.3'])} |")
+    if share:
+        print(f"\n(gradient share at λ = 1e-3 from {args.share}: "
+              + "; ".join(f"{k} {v['mean_share']:.2g}" for k, v in share.items() if isinstance(v, dict) and "mean_share" in v) + ")")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    tb = sub.add_parser("table", help="one markdown table of every swept reading")
+    tb.add_argument("--out", default="runs/ssiuu_sweep")
+    tb.add_argument("--protocol", default=None, choices=("mcqa", "cloze"))
+    tb.add_argument("--files", nargs="*", help="sweep JSON files (default: <out>/sweep_*.<protocol>.json)")
+    tb.add_argument("--share", default=None, help="a share.json to quote")
     for name in ("share", "sweep"):
         s = sub.add_parser(name)
         s.add_argument("--out", default="runs/ssiuu_sweep")
@@ -295,9 +328,9 @@ def main(argv=None) -> None:
     sw.add_argument("--lams", nargs="+", type=float, default=list(LAMS))
     sw.add_argument("--max-epochs", type=int, default=12, help="unlearning budget (early stop at FS ≤ 0.33)")
     args = ap.parse_args(argv)
-    if args.threads:
+    if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
-    (cmd_share if args.cmd == "share" else cmd_sweep)(args)
+    {"share": cmd_share, "sweep": cmd_sweep, "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -538,16 +538,20 @@ def run_attack(
     run_dir = Path(run_dir) if run_dir is not None else None
 
     result = AttackResult(config=config, n_forget=len(forget_items))
-    previous: AttackResult | None = None
-    if run_dir is not None:
+    from neuronscope import distributed
+
+    def _saved() -> AttackResult | None:
         saved = run_dir / "attack.json"
-        if saved.exists():
-            try:
-                prev = AttackResult.load(saved)
-            except NeuronscopeError:
-                prev = None
-            if prev is not None and prev.config.to_dict() == config.to_dict():
-                previous = prev
+        if not saved.exists():
+            return None
+        try:
+            prev = AttackResult.load(saved)
+        except NeuronscopeError:
+            return None
+        return prev if prev.config.to_dict() == config.to_dict() else None
+
+    # data parallelism: the main process reads what it saved and every process resumes from it
+    previous: AttackResult | None = distributed.from_main(_saved) if run_dir is not None else None
 
     # The pool (harmful) from the unlearned model's answers on the forget set.
     if config.kind == "harmful":
@@ -568,8 +572,6 @@ def run_attack(
         # Every draw is checked before anything is written or trained (an impossible p fails fast).
         for seed in config.seeds:
             draw_attack_items(forget_items, pool, config.p, seed)
-    from neuronscope import distributed
-
     write = run_dir is not None and distributed.is_main()  # data parallelism: one writer
     if write:
         config.save(run_dir / "attack_config.json")

@@ -38,7 +38,7 @@ _STATE = {"debug": False}
 
 
 #: Commands that run data-parallel under ``accelerate launch`` (neuronscope.distributed).
-_DATA_PARALLEL = {"unlearn", "attack", "attribute"}
+_DATA_PARALLEL = {"unlearn", "attack", "attribute", "study", "demo", "diagnose"}
 
 
 @app.callback()
@@ -110,6 +110,10 @@ def demo(
     validate.model_spec(model)
     cfg = StudyConfig.demo(model=model, seed=seed, quick=quick)
     summary = run_study(cfg.merged(rt) if rt else cfg, out, overwrite=overwrite, command="demo")
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # data parallelism: the main process reports
+        return
     typer.echo(f"report: {summary['report']}")
     typer.echo(f"summary: {out / 'summary.json'}")
 
@@ -130,6 +134,10 @@ def study(
     if methods:
         over["methods"] = {m: cfg.methods.get(m, {}) for m in _csv(methods)}
     summary = run_study(cfg.merged(over, source=str(config or "study")) if over else cfg, out, overwrite=overwrite)
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # data parallelism: the main process reports
+        return
     typer.echo(_table_markdown(out))
     typer.echo(f"report: {summary.get('report', '-')}")
     typer.echo(f"summary: {out / 'summary.json'}")
@@ -175,6 +183,10 @@ def diagnose(
                          known_delta=known_delta, attack=attack == "harmful", p=p, lrs=list(lr) if lr else [1e-5],
                          seeds=list(range(seeds)), epochs=epochs, n_boot=n_boot, dtype=dtype, device=device)
     summary = run_diagnose(cfg, out, overwrite=overwrite)
+    from neuronscope import distributed
+
+    if not distributed.is_main():  # data parallelism: the main process reports
+        return
     typer.echo(verdict_line(summary))
     for label, why in summary.get("attacks", {}).get("unlearned", {}).get("not_run", {}).items():
         typer.echo(f"note: {label} was asked for but did not run ({why}); the verdict rests on the other signals")

@@ -136,10 +136,15 @@ def diagnose(config: DiagnoseConfig, out: str | Path, *, progress: bool = True, 
             than 3 forget items known by the base model, or a finished diagnosis without
             ``overwrite``.
     """
-    from neuronscope.rundir import prepare_run_dir
+    from neuronscope import distributed
+    from neuronscope.rundir import follower_run_dir, prepare_run_dir
 
-    with prepare_run_dir(out, command="diagnose", overwrite=overwrite, progress=("stages/*.json",)) as rd:
-        return _diagnose(rd, config, Path(out), progress)
+    # data parallelism (SPEC §15): the main process holds and writes the folder; attribution and the
+    # harmful probe are sharded over the processes, the knowledge probe and evaluations replicated
+    ctx = follower_run_dir() if not distributed.is_main() else prepare_run_dir(
+        out, command="diagnose", overwrite=overwrite, progress=("stages/*.json",))
+    with ctx as rd:
+        return _diagnose(rd, config, Path(out), progress and distributed.is_main())
 
 
 def _diagnose(rd, config: DiagnoseConfig, out: Path, progress: bool) -> dict:
@@ -171,9 +176,13 @@ def _diagnose(rd, config: DiagnoseConfig, out: Path, progress: bool) -> dict:
             f"(margin ≥ {delta:g} nats; {', '.join(f'{k}: {len(v.known_ids())}' for k, v in probes.items())}); "
             "nothing to diagnose — there is no knowledge to erase or hide")
 
+    from neuronscope import distributed
+
     study = Study(config.study_config(protocol), out, progress=progress, base=base)
     rd.claim()  # first write from here on
-    write_json_atomic(out / "diagnose.json", asdict(config))
+    if distributed.is_main():
+        write_json_atomic(out / "diagnose.json", asdict(config))
+    distributed.barrier()
     study.use_splits(
         FaithUnSplits(forget=known, retain=list(retain), test=[], held_out=[]),
         known={"protocol": protocol, "delta": delta, "n_candidates": len(forget),

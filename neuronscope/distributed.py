@@ -1,6 +1,6 @@
 """Data parallelism across processes, launched with Accelerate (SPEC §15, issue 15).
 
-``accelerate launch [--num_processes N] -m neuronscope unlearn|attack|attribute ...`` starts N
+``accelerate launch [--num_processes N] -m neuronscope unlearn|attack|attribute|study|demo|diagnose ...`` starts N
 copies of the command; :func:`init_from_env` (called by the CLI) joins them into one
 ``torch.distributed`` process group through ``accelerate.PartialState`` (NCCL on GPUs, gloo on
 CPUs; each process on its own GPU). Library calls made inside an initialised process group
@@ -46,6 +46,14 @@ once.
 replicated: every process scores all items on identical weights, so early-stopping decisions
 agree without communication.
 
+**Studies** (``study``, ``demo``, ``diagnose``: :class:`neuronscope.study.Study`). Every process
+runs every stage: unlearning, attribution and the attacks through the data-parallel paths above,
+evaluation, the known-fact probe and the logit lens replicated. Whether a stage is already cached
+(a stage file, a saved model or attribution, an attack's saved seeds) is read by the main process
+alone and handed to the others (:func:`from_main`), so every process takes the same branch and
+meets the same collectives even while the main process is writing; the main process alone writes
+the folder and logs. Methods that do not run data-parallel are refused before the first stage.
+
 **Supported.** Data parallelism (DDP-style, one full model per process) for the methods GA,
 GD and SSIUU (exact and first order) and for fine-tuning (relearning attacks). DPO/NPO (means
 over examples), RMU (means over positions of a residual) and KLUE (per-process gradient
@@ -63,7 +71,7 @@ not fit one GPU therefore has no supported route yet (see the README section "Sc
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -283,6 +291,20 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     _dist().all_gather_object(out, obj)
     return out
+
+
+def from_main(fn: "Callable[[], T]") -> T:
+    """``fn()`` evaluated on the main process only, its (picklable) value handed to every process.
+
+    Used where processes must take the same branch on what is on disk (a cached stage, a saved
+    model): only the main process reads, so a file it writes a moment later cannot make another
+    process decide differently. In one process: ``fn()``.
+    """
+    if not active():
+        return fn()
+    box = [fn() if is_main() else None]
+    _dist().broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def reduce_terms(loss_value: float, terms: dict[str, float]) -> tuple[float, dict[str, float]]:

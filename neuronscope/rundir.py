@@ -353,6 +353,25 @@ class RunDir:
         return f"{where} is as the previous (unfinished) run left it; run the same command again to resume"
 
 
+class _Follower:
+    """The run-folder handle of a non-main data-parallel process: it holds and claims nothing."""
+
+    state = "follower"
+
+    def claim(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def follower_run_dir() -> Iterator[_Follower]:
+    """What a non-main process of a data-parallel run uses instead of :func:`prepare_run_dir`.
+
+    Under ``accelerate launch`` only the main process prepares, locks and writes the run folder
+    (:mod:`neuronscope.distributed`); the others compute the same stages and write nothing.
+    """
+    yield _Follower()
+
+
 @contextlib.contextmanager
 def prepare_run_dir(
     out: str | os.PathLike,

@@ -229,6 +229,18 @@ class StudyConfig:
             _positive_or_none(getattr(self.evaluation, name), f"evaluation.{name}")
         self.attack_configs()
 
+    def check_data_parallel(self) -> None:
+        """Under several processes, refuse a method that does not run data-parallel (SPEC §15).
+
+        Raises:
+            ConfigError: One line naming the method (DPO, NPO, RMU, KLUE) when
+                :func:`neuronscope.distributed.active`.
+        """
+        from neuronscope import distributed
+
+        for m in self.methods:
+            distributed.check_method(self.unlearning_config(m).method)
+
     def unlearning_config(self, method: str):
         """The :class:`~neuronscope.unlearning.UnlearningConfig` of ``method`` (shared fields + overrides)."""
         from neuronscope.unlearning import UnlearningConfig
@@ -505,9 +517,14 @@ class Study:
     """
 
     def __init__(self, config: StudyConfig, out: str | Path, *, progress: bool = True, base=None) -> None:
+        from neuronscope import distributed
+
         self.config = config
         self.out = Path(out)
-        self.progress = progress
+        # Data parallelism (SPEC §15): every process runs every stage (training and attribution
+        # sharded, evaluation replicated); the main process alone reads the cache, writes and logs.
+        self._main = distributed.is_main()
+        self.progress = progress and self._main
         self._base = base
         self._loaded: tuple[str, Any] | None = None
         self._keys: dict[str, str] = {}
@@ -524,6 +541,12 @@ class Study:
             Console(stderr=True).print(f"[bold cyan]neuronscope[/] {msg}")
 
     def _get(self, name: str, key: str):
+        """The cached value of stage ``name`` under ``key`` (None: compute it); every process gets the main's."""
+        from neuronscope import distributed
+
+        return distributed.from_main(lambda: self._read_stage(name, key))
+
+    def _read_stage(self, name: str, key: str):
         p = self.out / "stages" / f"{name}.json"
         if p.exists():
             try:
@@ -535,7 +558,8 @@ class Study:
         return None
 
     def _put(self, name: str, key: str, value):
-        write_json_atomic(self.out / "stages" / f"{name}.json", {"key": key, "value": value})
+        if self._main:
+            write_json_atomic(self.out / "stages" / f"{name}.json", {"key": key, "value": value})
         return value
 
     @property
@@ -626,7 +650,7 @@ class Study:
             sp = self._data.make_splits(split_faithun(self.items, forget=d.forget, retain=d.retain, test=d.test,
                                                       seed=c.split_seed, forget_pool=pool))
             v = self._put("splits", key, {"splits": sp.to_dict(), "known": known})
-            write_json_atomic(self.out / "splits.json", {"seed": c.split_seed, "protocol": c.evaluation.protocol,
+            self._main and write_json_atomic(self.out / "splits.json", {"seed": c.split_seed, "protocol": c.evaluation.protocol,
                                                           "known": {k: x for k, x in (known or {}).items()
                                                                     if k != "correct_ids"} or None,
                                                           "splits": sp.to_dict()})
@@ -666,8 +690,11 @@ class Study:
         grid = self.config.lrs(method)
         key = self.model_key(method)
         mdir = self.out / "models" / method
-        info = self._get(f"unlearn_{method}", key)
-        if info is not None and (mdir / "config.json").exists():
+        from neuronscope import distributed
+
+        info = distributed.from_main(lambda: (self._read_stage(f"unlearn_{method}", key)
+                                              if (mdir / "config.json").exists() else None))
+        if info is not None:
             if not (self._loaded and self._loaded[0] == method):
                 self._release()
                 c = self.config
@@ -685,7 +712,8 @@ class Study:
             model = clone_model(self.base)
             res = unlearn(model, sp.forget, sp.retain, ucfg, run_dir=self.out / "train" / method, progress=self.progress)
             lr = ucfg.lr
-        model.save(mdir)
+        if self._main:
+            model.save(mdir)
         info = {"reached": res.reached, "steps": res.steps, "epochs": res.epochs, "seconds_per_step": res.seconds_per_step,
                 "lr": lr, "forget_score": res.forget_score, "initial_forget_score": res.initial_forget_score,
                 "seconds": round(time.perf_counter() - t, 1), "history": res.history}
@@ -754,16 +782,17 @@ class Study:
         sp = self.splits()
         key = _key("attr", model_key or self.model_key(name), self._keys["splits"], target, self.config.attribution.batch_size)
         path = self.out / "attributions" / f"{name}{'' if target == 'prob' else '.' + target}.safetensors"
-        if path.exists():
-            a = NeuronAttribution.load(path)
-            if a.meta.get("study_key") == key:
-                return a
+        from neuronscope import distributed
+
+        if distributed.from_main(lambda: path.exists() and NeuronAttribution.load(path).meta.get("study_key") == key):
+            return NeuronAttribution.load(path)
         self.log(f"attribution (Eq. 1, target {target}) of {name} on the forget set")
         a = attribute(model if model is not None else self.model(name), [i.question for i in sp.forget],
                       [i.answer for i in sp.forget], AttributionConfig(batch_size=self.config.attribution.batch_size,
                                                                        target=target), progress=self.progress)
         a.meta["model"], a.meta["study_key"] = name, key
-        a.save(path)
+        if self._main:
+            a.save(path)
         return a
 
     def influence(self, method: str, target: str | None = None):
@@ -773,7 +802,8 @@ class Study:
         target = target or self.config.attribution.targets[0]
         var = influence_variation(self.attribution("default", target), self.attribution(method, target),
                                   label=_label(method))
-        var.save(self.out / "influence" / f"{method}{'' if target == 'prob' else '.' + target}.safetensors")
+        if self._main:
+            var.save(self.out / "influence" / f"{method}{'' if target == 'prob' else '.' + target}.safetensors")
         return var
 
     def lens(self, name: str) -> dict:
@@ -899,8 +929,12 @@ class Study:
             import torch
 
             torch.set_num_threads(c.threads)
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / "study.json", c.to_dict())
+        from neuronscope import distributed
+
+        c.check_data_parallel()
+        if self._main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out / "study.json", c.to_dict())
         stages = set(c.stages)
         t = self._tick(None, t0)
         self.splits()
@@ -930,18 +964,22 @@ class Study:
                     attacks.setdefault(m, {})[acfg.label] = self.attack(m, acfg, correlate=corr)
         t = self._tick("attacks", t)
         verdicts = self.verdicts(evals, cis, lens, attacks) if (evals or cis or lens or attacks) else {}
+        table = self.table(evals, attacks)
+        summary = self.summary(evals, by_target, cis, lens, attacks, verdicts, table)
+        if not self._main:  # data parallelism: the main process writes the results
+            distributed.barrier()
+            return summary
         if verdicts:
             from neuronscope.verdict import write_verdicts
 
             write_verdicts(self.out / "verdict.json", verdicts)
-        table = self.table(evals, attacks)
         table.save(self.out)
-        summary = self.summary(evals, by_target, cis, lens, attacks, verdicts, table)
         if "report" in stages:
             summary["report"] = str(_write_report(self, summary, by_target, lens, table, verdicts))
         self._tick("report", t)
         self.timings["total"] = round(time.time() - t0, 1)
         write_json_atomic(self.out / "summary.json", summary)
+        distributed.barrier()
         for m, v in verdicts.items():
             self.log(f"verdict {_label(m)}: [bold]{v.label}[/] ({v.rule})")
         self.log(f"done in {self.timings['total']:.0f} s")
@@ -1074,14 +1112,20 @@ def run_study(config: StudyConfig, out: str | Path, *, overwrite: bool = False, 
         NeuronscopeError: A finished run without ``overwrite``; a folder that is not a
             neuronscope run or is locked; bad data, model or configuration.
     """
-    from neuronscope.rundir import prepare_run_dir
+    from neuronscope import distributed
+    from neuronscope.rundir import follower_run_dir, prepare_run_dir
 
-    with prepare_run_dir(out, command=command, overwrite=overwrite,
-                         finished=() if resume_finished else ("summary.json",), progress=("stages/*.json",)) as rd:
+    config.check_data_parallel()  # before the folder is touched
+    # data parallelism: the main process holds the run folder (marker, lock, replacement)
+    ctx = follower_run_dir() if not distributed.is_main() else prepare_run_dir(
+        out, command=command, overwrite=overwrite, finished=() if resume_finished else ("summary.json",),
+        progress=("stages/*.json",))
+    with ctx as rd:
         study = Study(config, out, progress=progress, base=base)
         study.items  # noqa: B018  (data errors before anything is written)
         study.base  # noqa: B018  (so are model errors)
         rd.claim()
+        distributed.barrier()  # the others read the folder only after the main process claimed it
         return study.run()
 
 

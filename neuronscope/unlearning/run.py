@@ -88,7 +88,7 @@ def run_unlearning(
             neuronscope run or is locked by another process (nothing is written in these cases).
     """
     from neuronscope import distributed, validate
-    from neuronscope.rundir import prepare_run_dir
+    from neuronscope.rundir import follower_run_dir, prepare_run_dir
 
     for name in eval_splits:
         if name not in _SPLIT_KEYS:
@@ -106,22 +106,16 @@ def run_unlearning(
     if distributed.active() and not distributed.is_main():
         # data parallelism: the main process holds the run folder (marker, lock, replacement);
         # the others write nothing and wait for its claim before reading checkpoints
-        return _run(_Follower(), out, config, model=model, lrs=lrs, data=data, split_seed=split_seed,
-                    known_only=known_only, known_candidates=known_candidates, known_delta=known_delta,
-                    splits_file=splits_file, eval_splits=eval_splits, dtype=dtype, device=device, progress=progress,
-                    resume=resume)
+        with follower_run_dir() as rd:
+            return _run(rd, out, config, model=model, lrs=lrs, data=data, split_seed=split_seed,
+                        known_only=known_only, known_candidates=known_candidates, known_delta=known_delta,
+                        splits_file=splits_file, eval_splits=eval_splits, dtype=dtype, device=device,
+                        progress=progress, resume=resume)
     with prepare_run_dir(out, command="unlearn", overwrite=overwrite, finished=("summary.json",)) as rd:
         return _run(rd, out, config, model=model, lrs=lrs, data=data, split_seed=split_seed, known_only=known_only,
                     known_candidates=known_candidates, known_delta=known_delta, splits_file=splits_file,
                     eval_splits=eval_splits, dtype=dtype,
                     device=device, progress=progress, resume=resume)
-
-
-class _Follower:
-    """The run-folder handle of a non-main data-parallel process: it claims nothing."""
-
-    def claim(self) -> None:
-        pass
 
 
 def _run(rd, out: Path, config: UnlearningConfig, *, model, lrs, data, split_seed, known_only, known_candidates,
