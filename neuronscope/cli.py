@@ -693,7 +693,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except NeuronscopeError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {_one_line(exc)}", err=True)
+        from neuronscope import distributed
+
+        if distributed.is_main():  # under accelerate launch every process meets the same error: one line
+            typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
