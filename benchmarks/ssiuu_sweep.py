@@ -284,9 +284,7 @@ def cmd_table(args) -> None:
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}"  # noqa: E731
     for name, d in rows:
         a, t, g = name.split(".")
-        for k, r in d.items():
-            if k in ("base", "reading"):
-                continue
+        for k, r in sorted(((k, r) for k, r in d.items() if k not in ("base", "reading")), key=lambda kr: float(kr[0])):
             print(f"| {a} | {'log P' if t == 'logprob' else 'P'} | {g.replace('_', ' ')} | {k} | {r['steps']} | "
                   f"{'yes' if r['reached'] else 'no'} | {r['mean_share']:.2g} | {pct(r['FS'])} | {pct(r['RS_retain'])} | "
                   f"{pct(r['RS_test'])} | {pct(r['attack_p0.1'])} | {pct(r['attack_p0.3'])} |")
