@@ -31,6 +31,7 @@ import argparse
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -132,7 +133,7 @@ def cmd_share(args) -> None:
 
     out = Path(args.out)
     path = out / "share.json"
-    results = _read(path)
+    results = _read(path) or {"reading": name}
     base = load_model(args.model, seed=0)
     splits, known = demo_splits(base, out, args.protocol, candidates=args.candidates)
     _log(f"forget {len(splits.forget)} items, retain {len(splits.retain)}; base candidates acc {known['accuracy']:.3f}")
@@ -209,7 +210,7 @@ def cmd_sweep(args) -> None:
     out = Path(args.out)
     name = _reading(args.anchor, args.target, args.grad)
     path = out / f"sweep_{name}.{args.protocol or 'mcqa'}.json"
-    results = _read(path)
+    results = _read(path) or {"reading": name}
     base = load_model(args.model, seed=0)
     splits, known = demo_splits(base, out, args.protocol, candidates=args.candidates)
     test = splits.test[:60]
@@ -261,7 +262,7 @@ def print_sweep(results: dict, name: str) -> None:
     if b:
         print(f"| base | – | – | – | {b['FS']:.3f} | {b['RS']:.3f} | {b['test']:.3f} | – | – |")
     for k, r in results.items():
-        if k == "base":
+        if k in ("base", "reading"):
             continue
         print(f"| {k} | {r['steps']} | {r['reached']} | {r['mean_share']:.3g} | {r['FS']:.3f} | {r['RS_retain']:.3f} | "
               f"{r['RS_test']:.3f} | {_f(r['attack_p0.1'])} | {_f(r['attack_p0.3'])} |")
@@ -277,7 +278,8 @@ def cmd_table(args) -> None:
     rows = []
     for f in files:
         d = _read(f)
-        name = d.get("reading") or f.name.removeprefix("sweep_").rsplit(".", 2)[0]
+        m = re.search(r"(batch|previous_step|initial)\.(prob|logprob)\.(exact|first_order)", f.name)
+        name = d.get("reading") or (m.group(0) if m else "previous_step.logprob.exact")
         rows.append((name, d))
     order = {(a, t, g): i for i, (a, t, g) in enumerate((a, t, g) for a in ANCHORS for t in TARGETS for g in GRADS)}
     rows.sort(key=lambda r: order.get(tuple(r[0].split(".")), 99))
