@@ -17,3 +17,26 @@ RETAIN = [
     QAItem("r1", "Which ocean is the largest?", "Pacific", ("Atlantic", "Indian"), "Pacific"),
     QAItem("r2", "What is the capital of Spain?", "Madrid", ("Lisbon", "Rome"), "Spain"),
 ]
+
+
+def run_two_processes(worker, out, timeout: float = 900.0) -> None:
+    """Run ``worker(rank, 2, init_file, out)`` as a 2-process gloo group: rank 0 here, rank 1 spawned.
+
+    ``worker`` must be importable (a module-level function) and joins the group itself through
+    ``file://<out>/init``. Raises AssertionError when process 1 fails.
+    """
+    import torch
+    import torch.multiprocessing as mp
+
+    args = (2, str(out / "init"), str(out))
+    child = mp.get_context("spawn").Process(target=worker, args=(1, *args), daemon=True)
+    child.start()
+    threads = torch.get_num_threads()
+    try:
+        worker(0, *args)
+    finally:
+        torch.set_num_threads(threads)
+        child.join(timeout=timeout)
+        if child.is_alive():
+            child.terminate()
+    assert child.exitcode == 0, f"process 1 failed (exit code {child.exitcode})"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import FORGET, RETAIN
+from factories import FORGET, RETAIN, run_two_processes
 from neuronscope import distributed
 from neuronscope.data import QAItem
 from neuronscope.errors import ConfigError
@@ -103,21 +103,8 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_procs(tmp_path_factory) -> dict:
     """Process 0 runs here (its imports are already paid), process 1 in a spawned child."""
-    import torch.multiprocessing as mp
-
     out = tmp_path_factory.mktemp("ddp")
-    args = (2, str(out / "init"), str(out))
-    child = mp.get_context("spawn").Process(target=_worker, args=(1, *args), daemon=True)
-    child.start()
-    threads = torch.get_num_threads()
-    try:
-        _worker(0, *args)
-    finally:
-        torch.set_num_threads(threads)
-        child.join(timeout=600)
-        if child.is_alive():
-            child.terminate()
-    assert child.exitcode == 0, f"process 1 failed (exit code {child.exitcode})"
+    run_two_processes(_worker, out)
     assert not distributed.active()
     res = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     res[0]["out"] = out

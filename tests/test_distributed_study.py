@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from factories import run_two_processes
 from neuronscope import distributed
 
 
@@ -57,24 +58,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """The 2-process runs (process 0 here, process 1 spawned) and the one-process references."""
-    import torch.multiprocessing as mp
-
     from neuronscope.diagnose import diagnose
     from neuronscope.study import run_study
 
     out = tmp_path_factory.mktemp("ddp_study")
-    args = (2, str(out / "init"), str(out))
-    child = mp.get_context("spawn").Process(target=_worker, args=(1, *args), daemon=True)
-    child.start()
-    threads = torch.get_num_threads()
-    try:
-        _worker(0, *args)
-    finally:
-        torch.set_num_threads(threads)
-        child.join(timeout=900)
-        if child.is_alive():
-            child.terminate()
-    assert child.exitcode == 0, f"process 1 failed (exit code {child.exitcode})"
+    run_two_processes(_worker, out)
     assert not distributed.active()
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     ref_study = run_study(_study_config(), out / "ref_study", progress=False, command="demo")
