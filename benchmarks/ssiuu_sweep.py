@@ -272,18 +272,20 @@ def cmd_table(args) -> None:
     """One markdown table of every swept reading: ``<out>/sweep_<reading>.<protocol>.json`` (or ``--files``)."""
     files = [Path(f) for f in args.files] if args.files else sorted(Path(args.out).glob(f"sweep_*.{args.protocol or 'mcqa'}.json"))
     share = _read(Path(args.share)) if args.share else {}
-    print("| anchor | target | gradient | λ | steps | reached | mean grad share | FS | retain split | RS test | "
-          "harmful p=0.1 | p=0.3 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for f in files:
         d = _read(f)
         m = re.search(r"(batch|previous_step|initial)\.(prob|logprob)\.(exact|first_order)", f.name)
-        name = d.get("reading") or (m.group(0) if m else "previous_step.logprob.exact")
+        name = d.get("reading") or (m.group(0) if m else None)
+        if name is None:
+            raise SystemExit(f"error: {f}: reading: no 'reading' field and no <anchor>.<target>.<grad> in the file name")
         rows.append((name, d))
     order = {(a, t, g): i for i, (a, t, g) in enumerate((a, t, g) for a in ANCHORS for t in TARGETS for g in GRADS)}
     rows.sort(key=lambda r: order.get(tuple(r[0].split(".")), 99))
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    print("| anchor | target | gradient | λ | steps | reached | mean grad share | FS | retain split | RS test | "
+          "harmful p=0.1 | p=0.3 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, d in rows:
         a, t, g = name.split(".")
         for k, r in sorted(((k, r) for k, r in d.items() if k not in ("base", "reading")), key=lambda kr: float(kr[0])):
