@@ -1,4 +1,4 @@
-"""Hand-written QA items shared by tests that unlearn on the tiny model (one place, not copies)."""
+"""Shared test helpers: hand-written QA items for the tiny model and the 2-process gloo launcher (one place, not copies)."""
 
 from __future__ import annotations
 
@@ -19,21 +19,36 @@ RETAIN = [
 ]
 
 
-def run_two_processes(worker, out, timeout: float = 900.0) -> None:
-    """Run ``worker(rank, 2, init_file, out)`` as a 2-process gloo group: rank 0 here, rank 1 spawned.
+def _in_gloo_group(body, rank: int, world: int, init_file: str, out: str) -> None:
+    """Join the gloo group as ``rank`` (one thread), run ``body(rank, out)``, leave the group."""
+    from pathlib import Path
 
-    ``worker`` must be importable (a module-level function) and joins the group itself through
-    ``file://<out>/init``. Raises AssertionError when process 1 fails.
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        body(rank, Path(out))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_two_processes(body, out, timeout: float = 900.0) -> None:
+    """Run ``body(rank, out)`` in a 2-process gloo group: rank 0 here, rank 1 spawned.
+
+    ``body`` must be importable (a module-level function); the group is joined through
+    ``file://<out>/init`` and left afterwards. Raises AssertionError when process 1 fails.
     """
     import torch
     import torch.multiprocessing as mp
 
-    args = (2, str(out / "init"), str(out))
-    child = mp.get_context("spawn").Process(target=worker, args=(1, *args), daemon=True)
+    init, world = str(out / "init"), 2
+    child = mp.get_context("spawn").Process(target=_in_gloo_group, args=(body, 1, world, init, str(out)), daemon=True)
     child.start()
     threads = torch.get_num_threads()
     try:
-        worker(0, *args)
+        _in_gloo_group(body, 0, world, init, str(out))
     finally:
         torch.set_num_threads(threads)
         child.join(timeout=timeout)

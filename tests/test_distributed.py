@@ -68,36 +68,28 @@ def _unlearn(model, job: str, **kw):
     return unlearn(model, FORGET6, RETAIN, cfg, progress=False, eval_fn=lambda m: 1.0, **kw)
 
 
-def _worker(rank: int, world: int, init_file: str, out: str) -> None:
-    import torch.distributed as dist
-
+def _worker(rank: int, out_dir: Path) -> None:
     from neuronscope.attribution import AttributionConfig, attribute
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = {}
+    for job in JOBS:
+        model = _model()
+        res = _unlearn(model, job)
+        results[job] = {"weights": _weights(model), "history": res.history}
+    # Resume: 2 steps with a checkpoint every step, then continue to 4 in a new call.
+    model = _model()
+    _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"max_steps": 2, "checkpoint_every": 1})
+    model = _model()
+    res = _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"checkpoint_every": 1}, resume=True)
+    results["resumed"] = {"weights": _weights(model), "history": res.history}
+    attr = attribute(_model(), QUESTIONS, ANSWERS, AttributionConfig(batch_size=3), progress=False)
+    results["attribution"] = {"max": attr.flat("max"), "min": attr.flat("min"), "target": attr.target_value}
     try:
-        out_dir = Path(out)
-        results = {}
-        for job in JOBS:
-            model = _model()
-            res = _unlearn(model, job)
-            results[job] = {"weights": _weights(model), "history": res.history}
-        # Resume: 2 steps with a checkpoint every step, then continue to 4 in a new call.
-        model = _model()
-        _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"max_steps": 2, "checkpoint_every": 1})
-        model = _model()
-        res = _unlearn(model, "ssiuu_exact", run_dir=out_dir / "run", cfg={"checkpoint_every": 1}, resume=True)
-        results["resumed"] = {"weights": _weights(model), "history": res.history}
-        attr = attribute(_model(), QUESTIONS, ANSWERS, AttributionConfig(batch_size=3), progress=False)
-        results["attribution"] = {"max": attr.flat("max"), "min": attr.flat("min"), "target": attr.target_value}
-        try:
-            _unlearn(_model(), "gd", cfg={"method": "npo"})
-            results["npo_refused"] = ""
-        except ConfigError as exc:
-            results["npo_refused"] = str(exc)
-        torch.save(results, out_dir / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        _unlearn(_model(), "gd", cfg={"method": "npo"})
+        results["npo_refused"] = ""
+    except ConfigError as exc:
+        results["npo_refused"] = str(exc)
+    torch.save(results, out_dir / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")

@@ -38,21 +38,13 @@ def _diagnose_config(study_dir: Path):
                           attack=True, seeds=[0, 1], epochs=1, batch_size=4, dtype="float64")
 
 
-def _worker(rank: int, world: int, init_file: str, out: str) -> None:
-    import torch.distributed as dist
-
+def _worker(rank: int, o: Path) -> None:
     from neuronscope.diagnose import diagnose
     from neuronscope.study import run_study
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        o = Path(out)
-        s = run_study(_study_config(), o / "study", progress=False, command="demo")
-        d = diagnose(_diagnose_config(o / "study"), o / "diag", progress=False)
-        (o / f"rank{rank}.json").write_text(json.dumps({"study": s, "diagnose": d}, default=str))
-    finally:
-        dist.destroy_process_group()
+    s = run_study(_study_config(), o / "study", progress=False, command="demo")
+    d = diagnose(_diagnose_config(o / "study"), o / "diag", progress=False)
+    (o / f"rank{rank}.json").write_text(json.dumps({"study": s, "diagnose": d}, default=str))
 
 
 @pytest.fixture(scope="module")
